@@ -1,0 +1,324 @@
+"""The rank-generic base of the channel convolutions."""
+
+import keras
+import numpy as np
+from keras import activations, constraints, initializers, ops, regularizers
+
+from channelconv import _validation as check
+from channelconv.mask import frozen_to_config, parse_frozen, resolve_frozen
+from channelconv.ops import (
+    IMPLEMENTATIONS,
+    REDUCTIONS,
+    assemble_kernel,
+    assembly_index,
+    convolve,
+    split_kernel,
+)
+
+
+class BaseChannelConv(keras.layers.Layer):
+    """A convolution whose individual (input channel, filter) kernels may be frozen.
+
+    The public layers (:class:`channelconv.ChannelConv2D`) document the
+    arguments; this base takes the same ones plus ``rank``, the number of
+    spatial dimensions.
+    """
+
+    def __init__(
+        self,
+        rank,
+        filters,
+        kernel_size,
+        frozen=None,
+        frozen_initializer="zeros",
+        reduction="sum",
+        implementation="fused",
+        strides=1,
+        padding="valid",
+        data_format=None,
+        dilation_rate=1,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        **kwargs,
+    ):
+        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        self.rank = rank
+        self.filters = check.positive_int(filters, "filters")
+        self.kernel_size = check.int_tuple(kernel_size, rank, "kernel_size")
+        self.strides = check.int_tuple(strides, rank, "strides")
+        self.dilation_rate = check.int_tuple(dilation_rate, rank, "dilation_rate")
+        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
+            raise ValueError(
+                "`strides > 1` is not supported together with "
+                f"`dilation_rate > 1`. Received: strides={self.strides} and "
+                f"dilation_rate={self.dilation_rate}."
+            )
+        self.padding = check.choice(
+            padding.lower() if isinstance(padding, str) else padding,
+            ("valid", "same"),
+            "padding",
+        )
+        self.data_format = check.choice(
+            keras.config.image_data_format() if data_format is None else data_format,
+            ("channels_last", "channels_first"),
+            "data_format",
+        )
+        self.reduction = check.choice(reduction, REDUCTIONS, "reduction")
+        self.implementation = check.choice(
+            implementation, IMPLEMENTATIONS, "implementation"
+        )
+        self._frozen = parse_frozen(frozen, self.filters)
+        self.frozen_initializer = initializers.get(frozen_initializer)
+        self.activation = activations.get(activation)
+        if not isinstance(use_bias, bool):
+            raise TypeError(
+                f"`use_bias` must be a bool. Received: use_bias={use_bias!r}."
+            )
+        self.use_bias = use_bias
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self.kernel_constraint = constraints.get(kernel_constraint)
+        self.bias_constraint = constraints.get(bias_constraint)
+
+    @property
+    def _channel_axis(self):
+        return -1 if self.data_format == "channels_last" else 1
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) != self.rank + 2:
+            raise ValueError(
+                f"{type(self).__name__} expects inputs of rank {self.rank + 2} "
+                f"(batch, {self.rank} spatial dimensions, channels). Received "
+                f"input_shape={input_shape}."
+            )
+        in_channels = input_shape[self._channel_axis]
+        if in_channels is None:
+            raise ValueError(
+                "The channel dimension of the input must be known, but it is "
+                f"None (data_format={self.data_format!r}). Received "
+                f"input_shape={input_shape}."
+            )
+        mask = resolve_frozen(self._frozen, in_channels, self.filters)
+        self.compute_output_shape(input_shape)
+
+        self._frozen = mask
+        self._kernel_shape = self.kernel_size + (in_channels, self.filters)
+        trainable_pos, frozen_pos, self._assembly_index = assembly_index(mask)
+        self._positions = (trainable_pos, frozen_pos)
+        view = _TrainableView(
+            self._kernel_shape, trainable_pos, frozen_pos.size, self._assembly_index
+        )
+        self.trainable_kernels = self.add_weight(
+            name="trainable_kernels",
+            shape=self.kernel_size + (trainable_pos.size,),
+            initializer=view.initializer(self.kernel_initializer, trainable_pos),
+            regularizer=view.wrap(self.kernel_regularizer),
+            constraint=view.wrap(self.kernel_constraint, restrict=True),
+            trainable=True,
+        )
+        self.frozen_kernels = self.add_weight(
+            name="frozen_kernels",
+            shape=self.kernel_size + (frozen_pos.size,),
+            initializer=view.initializer(self.frozen_initializer, frozen_pos),
+            trainable=False,
+        )
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias",
+                shape=(self._output_channels(in_channels),),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+                trainable=True,
+            )
+        else:
+            self.bias = None
+        self.input_spec = keras.InputSpec(
+            ndim=self.rank + 2, axes={self._channel_axis: in_channels}
+        )
+
+    @property
+    def frozen_mask(self):
+        """Boolean array ``(in_channels, filters)``: ``True`` where frozen."""
+        if not self.built:
+            raise AttributeError(
+                "The layer must be built before `frozen_mask` is known."
+            )
+        return self._frozen
+
+    @property
+    def kernel(self):
+        """The effective full kernel, ``kernel_size + (in_channels, filters)``."""
+        if not self.built:
+            raise AttributeError("The layer must be built before `kernel` exists.")
+        return assemble_kernel(
+            self.trainable_kernels,
+            self.frozen_kernels,
+            self._assembly_index,
+            self._kernel_shape,
+        )
+
+    def assign_kernel(self, kernel):
+        """Sets the trainable and the frozen kernels from one full kernel.
+
+        Besides ``set_weights`` and loading, this is the only way a frozen
+        kernel changes: use it to freeze kernels at chosen values.
+
+        Args:
+            kernel: array of shape ``kernel_size + (in_channels, filters)``.
+
+        Raises:
+            ValueError: the layer is not built or the shape differs.
+        """
+        if not self.built:
+            raise ValueError("Build the layer before calling `assign_kernel`.")
+        kernel = np.asarray(kernel)
+        if kernel.shape != self._kernel_shape:
+            raise ValueError(
+                f"`kernel` must have shape {self._kernel_shape}. Received: "
+                f"shape {kernel.shape}."
+            )
+        trainable, frozen = split_kernel(kernel, *self._positions)
+        self.trainable_kernels.assign(trainable)
+        self.frozen_kernels.assign(frozen)
+
+    def call(self, inputs):
+        kernel = ops.cast(self.kernel, self.compute_dtype)
+        outputs = convolve(
+            inputs,
+            kernel,
+            reduction=self.reduction,
+            implementation=self.implementation,
+            strides=self.strides,
+            padding=self.padding,
+            dilation_rate=self.dilation_rate,
+            data_format=self.data_format,
+        )
+        if self.use_bias:
+            bias_shape = [1] * (self.rank + 2)
+            bias_shape[self._channel_axis] = -1
+            outputs = ops.add(outputs, ops.reshape(self.bias, bias_shape))
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+    def _output_channels(self, in_channels):
+        if self.reduction == "sum":
+            return self.filters
+        return in_channels * self.filters
+
+    def compute_output_shape(self, input_shape):
+        input_shape = tuple(input_shape)
+        if self.data_format == "channels_last":
+            spatial = input_shape[1:-1]
+        else:
+            spatial = input_shape[2:]
+        out = []
+        for size, k, s, d in zip(
+            spatial, self.kernel_size, self.strides, self.dilation_rate
+        ):
+            if size is None:
+                out.append(None)
+                continue
+            if self.padding == "valid":
+                size = size - d * (k - 1)
+            length = (size + s - 1) // s
+            if length < 1:
+                raise ValueError(
+                    "The input is too small for the kernel: an output "
+                    f"dimension would be {length}. Received input_shape="
+                    f"{input_shape}, kernel_size={self.kernel_size}, "
+                    f"dilation_rate={self.dilation_rate}, "
+                    f"padding={self.padding!r}."
+                )
+            out.append(length)
+        in_channels = input_shape[self._channel_axis]
+        channels = None if in_channels is None else self._output_channels(in_channels)
+        if self.data_format == "channels_last":
+            return (input_shape[0], *out, channels)
+        return (input_shape[0], channels, *out)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "frozen": frozen_to_config(self._frozen),
+                "frozen_initializer": initializers.serialize(self.frozen_initializer),
+                "reduction": self.reduction,
+                "implementation": self.implementation,
+                "strides": self.strides,
+                "padding": self.padding,
+                "data_format": self.data_format,
+                "dilation_rate": self.dilation_rate,
+                "activation": activations.serialize(self.activation),
+                "use_bias": self.use_bias,
+                "kernel_initializer": initializers.serialize(self.kernel_initializer),
+                "bias_initializer": initializers.serialize(self.bias_initializer),
+                "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
+                "bias_regularizer": regularizers.serialize(self.bias_regularizer),
+                "activity_regularizer": regularizers.serialize(
+                    self.activity_regularizer
+                ),
+                "kernel_constraint": constraints.serialize(self.kernel_constraint),
+                "bias_constraint": constraints.serialize(self.bias_constraint),
+            }
+        )
+        return config
+
+
+class _TrainableView:
+    """Lets kernel initializers, regularizers and constraints see a full kernel.
+
+    They are written for a kernel of shape ``kernel_size + (in_channels,
+    filters)`` (fan-in and fan-out, ``MaxNorm(axis=...)``), while the
+    variables hold compact slices of it. This view gives them the full kernel,
+    with the frozen kernels at zero, and keeps only the part they may touch.
+    """
+
+    def __init__(self, kernel_shape, trainable_positions, n_frozen, index):
+        self.kernel_shape = kernel_shape
+        self.trainable_positions = trainable_positions
+        self.n_frozen = n_frozen
+        self.index = index
+
+    def initializer(self, initializer, positions):
+        """Draws a full kernel with ``initializer``; keeps ``positions``."""
+
+        def init(shape, dtype=None):
+            full = initializer(self.kernel_shape, dtype=dtype)
+            return ops.take(self._flat(full), positions, axis=-1)
+
+        return init
+
+    def wrap(self, fn, restrict=False):
+        """Applies ``fn`` to the full kernel made from the trainable kernels."""
+        if fn is None:
+            return None
+
+        def apply(trainable):
+            zeros = ops.zeros(
+                self.kernel_shape[:-2] + (self.n_frozen,), dtype=trainable.dtype
+            )
+            full = assemble_kernel(trainable, zeros, self.index, self.kernel_shape)
+            result = fn(full)
+            if restrict:
+                result = ops.take(self._flat(result), self.trainable_positions, axis=-1)
+            return result
+
+        return apply
+
+    def _flat(self, kernel):
+        return ops.reshape(kernel, self.kernel_shape[:-2] + (-1,))
+

@@ -1,0 +1,143 @@
+"""``ChannelConv2D``: a 2-D convolution with individually frozen kernels."""
+
+import keras
+
+from channelconv.layers.base import BaseChannelConv
+
+
+@keras.saving.register_keras_serializable(package="channelconv")
+class ChannelConv2D(BaseChannelConv):
+    """2-D convolution in which chosen (input channel, filter) kernels are frozen.
+
+    A ``Conv2D(filters, kernel_size)`` on ``C`` input channels has ``C *
+    filters`` kernels of size ``kernel_size``, one per (input channel, filter)
+    pair. This layer freezes any subset of them, exactly zero by default or at
+    the values ``frozen_initializer`` (or :meth:`assign_kernel`) gives, while
+    the others train. Trainable and frozen kernels are stored in two
+    variables, ``trainable_kernels`` of shape ``kernel_size + (n_trainable,)``
+    and ``frozen_kernels`` of shape ``kernel_size + (n_frozen,)``, so
+    parameter counts are exact, optimizers keep state only for trainable
+    kernels, and no optimizer, weight decay, regularizer or constraint can
+    move a frozen kernel.
+
+    Args:
+        filters: int, the number of filters.
+        kernel_size: int or tuple of 2 ints, the kernel's height and width.
+        frozen: which kernels are frozen: ``None`` (none), a sequence of
+            ``(input_channel, filter)`` pairs, or a boolean array of shape
+            ``(in_channels, filters)`` (see
+            :func:`channelconv.random_frozen_mask`). Channels are checked
+            against the input when the layer is built.
+        frozen_initializer: initializer of the frozen kernels, drawn for the
+            full kernel shape; defaults to ``"zeros"``.
+        reduction: ``"sum"`` (default): the output has ``filters`` channels
+            and equals ``keras.layers.Conv2D(filters, ...)`` with kernel
+            :attr:`kernel`. ``"concat"``: the output has ``in_channels *
+            filters`` channels; channel ``c * filters + f`` is input channel
+            ``c`` convolved with kernel ``(c, f)``; this equals
+            ``keras.layers.DepthwiseConv2D(depth_multiplier=filters)``.
+        implementation: ``"fused"`` (default): one convolution on the
+            assembled kernel, as fast as the dense layer. ``"per_channel"``:
+            one convolution per input channel, then the reduction (the
+            StackOverflow answer's computation; slower, kept as a reference).
+            Both give the same result to float tolerance.
+        strides: int or tuple of 2 ints; ``strides > 1`` is incompatible with
+            ``dilation_rate > 1``.
+        padding: ``"valid"`` or ``"same"`` (case-insensitive).
+        data_format: ``"channels_last"`` or ``"channels_first"``; defaults to
+            ``keras.config.image_data_format()``.
+        dilation_rate: int or tuple of 2 ints.
+        activation: activation function, or ``None``.
+        use_bias: bool; the bias has ``filters`` entries (``"sum"``) or
+            ``in_channels * filters`` (``"concat"``).
+        kernel_initializer: initializer of the trainable kernels; it is drawn
+            for the full kernel shape, so fan-in and fan-out are those of the
+            equivalent ``Conv2D``.
+        bias_initializer: initializer of the bias.
+        kernel_regularizer: regularizer; it sees the full kernel with the
+            frozen kernels at zero, i.e. it acts on the trainable kernels only.
+        bias_regularizer: regularizer of the bias.
+        activity_regularizer: regularizer of the output.
+        kernel_constraint: constraint; it sees the full kernel with the frozen
+            kernels at zero (so ``MaxNorm(axis=[0, 1, 2])`` means what it
+            means for ``Conv2D``) and only the trainable kernels are updated.
+        bias_constraint: constraint of the bias.
+        **kwargs: base layer arguments (``name``, ``dtype``, ``trainable``).
+
+    Input shape:
+        4-D tensor ``(batch, rows, cols, channels)`` with
+        ``channels_last``, ``(batch, channels, rows, cols)`` with
+        ``channels_first``. The channel dimension must be known.
+
+    Output shape:
+        4-D tensor with ``filters`` channels (``"sum"``) or ``channels *
+        filters`` channels (``"concat"``); rows and cols as for ``Conv2D``.
+
+    Raises:
+        TypeError: an argument has the wrong type (e.g. a float
+            ``kernel_size``, a non-boolean mask).
+        ValueError: an argument has a bad value (non-positive ``filters``,
+            unknown ``reduction``, a repeated or negative pair, ...); at build
+            time, an input of the wrong rank or unknown channel count, or a
+            frozen set that does not fit the input's channels.
+
+    Example:
+
+    >>> import numpy as np, keras, channelconv
+    >>> layer = channelconv.ChannelConv2D(
+    ...     16, 3, frozen=[(0, 0), (0, 1), (0, 2), (0, 3), (0, 4)])
+    >>> y = layer(np.ones((1, 8, 8, 3), "float32"))
+    >>> y.shape
+    TensorShape([1, 6, 6, 16])
+    >>> layer.frozen_mask.sum(), layer.trainable_kernels.shape
+    (np.int64(5), (3, 3, 43))
+    >>> bool((keras.ops.convert_to_numpy(layer.kernel)[:, :, 0, :5] == 0).all())
+    True
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        frozen=None,
+        frozen_initializer="zeros",
+        reduction="sum",
+        implementation="fused",
+        strides=(1, 1),
+        padding="valid",
+        data_format=None,
+        dilation_rate=(1, 1),
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        **kwargs,
+    ):
+        super().__init__(
+            rank=2,
+            filters=filters,
+            kernel_size=kernel_size,
+            frozen=frozen,
+            frozen_initializer=frozen_initializer,
+            reduction=reduction,
+            implementation=implementation,
+            strides=strides,
+            padding=padding,
+            data_format=data_format,
+            dilation_rate=dilation_rate,
+            activation=activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            activity_regularizer=activity_regularizer,
+            kernel_constraint=kernel_constraint,
+            bias_constraint=bias_constraint,
+            **kwargs,
+        )

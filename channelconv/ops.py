@@ -1,0 +1,160 @@
+"""Kernel assembly and the two convolution implementations, as pure functions.
+
+The layer keeps its kernels in two compact variables (trainable and frozen);
+:func:`assembly_index` and :func:`assemble_kernel` turn them into the full
+kernel of shape ``kernel_size + (in_channels, filters)``, and
+:func:`convolve` applies it with either reduction and either implementation.
+"""
+
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+REDUCTIONS = ("sum", "concat")
+IMPLEMENTATIONS = ("fused", "per_channel")
+
+
+def assembly_index(frozen_mask):
+    """Where each kernel of the full kernel comes from.
+
+    The kernels are numbered ``c * filters + f`` (the order of a kernel of
+    shape ``(..., in_channels, filters)`` reshaped to ``(..., -1)``).
+
+    Args:
+        frozen_mask: boolean array of shape ``(in_channels, filters)``.
+
+    Returns:
+        ``(trainable_positions, frozen_positions, index)``: the kernel numbers
+        held by the trainable and the frozen variable, in storage order, and
+        the int32 ``index`` with
+        ``full = take(concat([trainable, frozen], -1), index, axis=-1)``;
+        ``index`` is ``None`` when that is the identity.
+
+    Example:
+
+    >>> t, f, index = assembly_index(np.array([[False, True], [False, False]]))
+    >>> t.tolist(), f.tolist(), index.tolist()
+    ([0, 2, 3], [1], [0, 3, 1, 2])
+    """
+    flat = np.asarray(frozen_mask, dtype=bool).reshape(-1)
+    trainable_positions = np.flatnonzero(~flat)
+    frozen_positions = np.flatnonzero(flat)
+    order = np.concatenate([trainable_positions, frozen_positions])
+    index = np.argsort(order).astype(np.int32)
+    if np.array_equal(index, np.arange(flat.size)):
+        index = None
+    return trainable_positions, frozen_positions, index
+
+
+def assemble_kernel(trainable, frozen, index, kernel_shape):
+    """Builds the full kernel from the compact trainable and frozen kernels.
+
+    Args:
+        trainable: tensor of shape ``kernel_size + (n_trainable,)``.
+        frozen: tensor of shape ``kernel_size + (n_frozen,)``.
+        index: the ``index`` of :func:`assembly_index`.
+        kernel_shape: ``kernel_size + (in_channels, filters)``.
+
+    Returns:
+        The full kernel, of shape ``kernel_shape``. Gradients flow back to
+        ``trainable`` (and ``frozen``) through a single gather.
+
+    Example:
+
+    >>> t, f, index = assembly_index(np.array([[False, True]]))
+    >>> k = assemble_kernel(tf.ones((1, 1, 1)), tf.zeros((1, 1, 1)), index,
+    ...                     (1, 1, 1, 2))
+    >>> k.numpy().reshape(-1).tolist()
+    [1.0, 0.0]
+    """
+    if frozen.shape[-1] == 0:
+        stacked = trainable
+    elif trainable.shape[-1] == 0:
+        stacked = frozen
+    else:
+        stacked = tf.concat([trainable, tf.cast(frozen, trainable.dtype)], axis=-1)
+    if index is not None:
+        stacked = tf.gather(stacked, index, axis=-1)
+    return tf.reshape(stacked, kernel_shape)
+
+
+def split_kernel(kernel, trainable_positions, frozen_positions):
+    """The inverse of :func:`assemble_kernel`: full kernel to compact parts.
+
+    Example:
+
+    >>> t, f, _ = assembly_index(np.array([[False, True]]))
+    >>> parts = split_kernel(np.array([[[[1.0, 2.0]]]]), t, f)
+    >>> [p.tolist() for p in parts]
+    [[[[1.0]]], [[[2.0]]]]
+    """
+    kernel = np.asarray(kernel)
+    flat = kernel.reshape(kernel.shape[:-2] + (-1,))
+    return flat[..., trainable_positions], flat[..., frozen_positions]
+
+
+def convolve(
+    inputs,
+    kernel,
+    reduction="sum",
+    implementation="fused",
+    strides=1,
+    padding="valid",
+    dilation_rate=1,
+    data_format="channels_last",
+):
+    """Convolves ``inputs`` with a full kernel, per input channel.
+
+    Args:
+        inputs: tensor of rank ``len(kernel_size) + 2``.
+        kernel: tensor of shape ``kernel_size + (in_channels, filters)``.
+        reduction: ``"sum"``: output channel ``f`` is the sum over input
+            channels ``c`` of channel ``c`` convolved with kernel ``(c, f)``,
+            i.e. ``keras.ops.conv``. ``"concat"``: output channel
+            ``c * filters + f`` is channel ``c`` convolved with kernel
+            ``(c, f)``, i.e. ``keras.ops.depthwise_conv``.
+        implementation: ``"fused"``: one convolution on the whole kernel.
+            ``"per_channel"``: one convolution per input channel on its bank of
+            ``filters`` kernels, then the reduction (the StackOverflow
+            answer's computation).
+        strides, padding, dilation_rate, data_format: as for ``Conv2D``.
+
+    Returns:
+        The output tensor (no bias, no activation).
+
+    Example:
+
+    >>> x = tf.ones((1, 4, 4, 3))
+    >>> k = tf.ones((3, 3, 3, 2))
+    >>> convolve(x, k, "sum").shape
+    TensorShape([1, 2, 2, 2])
+    >>> convolve(x, k, "concat", "per_channel").shape
+    TensorShape([1, 2, 2, 6])
+    """
+    conv_args = dict(
+        strides=strides,
+        padding=padding,
+        dilation_rate=dilation_rate,
+        data_format=data_format,
+    )
+    if implementation == "fused":
+        if reduction == "sum":
+            return ops.conv(inputs, kernel, **conv_args)
+        return ops.depthwise_conv(inputs, kernel, **conv_args)
+
+    channel_axis = -1 if data_format == "channels_last" else 1
+    in_channels = kernel.shape[-2]
+    outputs = []
+    for c in range(in_channels):
+        channel = _slice_channel(inputs, c, channel_axis)
+        bank = kernel[..., c : c + 1, :]
+        outputs.append(ops.conv(channel, bank, **conv_args))
+    if reduction == "sum":
+        return tf.math.add_n(outputs)
+    return ops.concatenate(outputs, axis=channel_axis)
+
+
+def _slice_channel(inputs, c, channel_axis):
+    if channel_axis == -1:
+        return inputs[..., c : c + 1]
+    return inputs[:, c : c + 1]
