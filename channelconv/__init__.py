@@ -1,8 +1,19 @@
 """channelconv: Keras convolutions with individually frozen kernels."""
 
+from channelconv.convert import convert_model, from_conv2d, strip, to_keras_layer
 from channelconv.layers import ChannelConv2D
 from channelconv.mask import random_frozen_mask
+from channelconv.plot import plot_kernel_mask
 
 __version__ = "0.1.0"
 
-__all__ = ["ChannelConv2D", "random_frozen_mask", "__version__"]
+__all__ = [
+    "ChannelConv2D",
+    "convert_model",
+    "from_conv2d",
+    "plot_kernel_mask",
+    "random_frozen_mask",
+    "strip",
+    "to_keras_layer",
+    "__version__",
+]

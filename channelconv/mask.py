@@ -55,7 +55,8 @@ def parse_frozen(frozen, filters):
             f"`frozen` must be {_FORMS}. Received: frozen={frozen!r} of type "
             f"{type(frozen).__name__}."
         )
-    array = np.asarray(frozen, dtype=object if _ragged(frozen) else None)
+    ragged = not isinstance(frozen, np.ndarray) and _ragged(frozen)
+    array = np.asarray(frozen, dtype=object if ragged else None)
     if array.dtype == bool:
         return _parse_mask(array, filters)
     if isinstance(frozen, np.ndarray) and not (

@@ -154,6 +154,36 @@ def convolve(
     return ops.concatenate(outputs, axis=channel_axis)
 
 
+def add_bias(outputs, bias, data_format="channels_last"):
+    """Adds a per-channel ``bias`` to the output of a convolution.
+
+    ``tf.nn.bias_add`` with the data format stated explicitly.
+    ``keras.ops.add`` is not used: on the TensorFlow backend it guesses the
+    channel axis of a bias-shaped operand from the sizes alone and, with
+    ``channels_first``, adds the bias along the last spatial axis whenever
+    that axis has as many entries as there are channels (Keras 3.15).
+
+    Args:
+        outputs: tensor of rank >= 3 in ``data_format``.
+        bias: vector with one entry per output channel; cast to
+            ``outputs.dtype``.
+        data_format: ``"channels_last"`` or ``"channels_first"``.
+
+    Returns:
+        ``outputs`` plus ``bias`` broadcast along the channel axis.
+
+    Example:
+
+    >>> y = add_bias(tf.zeros((1, 2, 1, 2)), tf.constant([1.0, 2.0]),
+    ...              "channels_first")
+    >>> y.numpy()[0, :, 0, :].tolist()
+    [[1.0, 1.0], [2.0, 2.0]]
+    """
+    tf_format = "N...C" if data_format == "channels_last" else "NC..."
+    bias = ops.cast(bias, outputs.dtype)
+    return tf.nn.bias_add(outputs, bias, data_format=tf_format)
+
+
 def _slice_channel(inputs, c, channel_axis):
     if channel_axis == -1:
         return inputs[..., c : c + 1]

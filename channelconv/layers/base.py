@@ -9,6 +9,7 @@ from channelconv.mask import frozen_to_config, parse_frozen, resolve_frozen
 from channelconv.ops import (
     IMPLEMENTATIONS,
     REDUCTIONS,
+    add_bias,
     assemble_kernel,
     assembly_index,
     convolve,
@@ -205,9 +206,7 @@ class BaseChannelConv(keras.layers.Layer):
             data_format=self.data_format,
         )
         if self.use_bias:
-            bias_shape = [1] * (self.rank + 2)
-            bias_shape[self._channel_axis] = -1
-            outputs = ops.add(outputs, ops.reshape(self.bias, bias_shape))
+            outputs = add_bias(outputs, self.bias, self.data_format)
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs

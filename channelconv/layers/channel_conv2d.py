@@ -89,8 +89,8 @@ class ChannelConv2D(BaseChannelConv):
     >>> y = layer(np.ones((1, 8, 8, 3), "float32"))
     >>> y.shape
     TensorShape([1, 6, 6, 16])
-    >>> layer.frozen_mask.sum(), layer.trainable_kernels.shape
-    (np.int64(5), (3, 3, 43))
+    >>> int(layer.frozen_mask.sum()), tuple(layer.trainable_kernels.shape)
+    (5, (3, 3, 43))
     >>> bool((keras.ops.convert_to_numpy(layer.kernel)[:, :, 0, :5] == 0).all())
     True
     """

@@ -1,0 +1,544 @@
+"""Tests of channelconv.convert: plain Keras layers in (from_conv2d,
+convert_model) and out (strip), checked against the Keras layers themselves."""
+
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from channelconv.convert import convert_model, from_conv2d, strip, to_keras_layer
+from channelconv.layers import ChannelConv2D
+
+RNG = np.random.default_rng(0)
+X = RNG.standard_normal((2, 9, 9, 3)).astype("float32")
+X_CF = np.transpose(X, (0, 3, 1, 2)).copy()
+
+KERNEL_ARGS = ("initializer", "regularizer", "constraint")
+
+
+def np_(tensor):
+    return keras.ops.convert_to_numpy(tensor)
+
+
+def built(layer, channels=3, data_format="channels_last"):
+    """Builds ``layer`` for ``channels`` inputs and gives it random weights."""
+    shape = (None, None, None, channels)
+    if data_format == "channels_first":
+        shape = (None, channels, None, None)
+    layer.build(shape)
+    rng = np.random.default_rng(1)
+    layer.set_weights([rng.standard_normal(w.shape).astype("float32") for w in layer.weights])
+    return layer
+
+
+def zeroed(conv, pairs):
+    """A copy of ``conv`` (same class and config) with kernels ``pairs`` at 0."""
+    kernel = np_(conv.kernel).copy()
+    for channel, filter_ in pairs:
+        kernel[:, :, channel, filter_] = 0.0
+    reference = type(conv).from_config(conv.get_config())
+    reference.build(_shape_of(conv))
+    reference.set_weights([kernel] + [np_(w) for w in conv.weights[1:]])
+    return reference
+
+
+def _shape_of(conv):
+    ((axis, channels),) = conv.input_spec.axes.items()
+    return (None, None, None, channels) if axis == -1 else (None, channels, None, None)
+
+
+CONV2D_CASES = [
+    ("default", dict(filters=4, kernel_size=3)),
+    ("strides_same_relu",
+     dict(filters=5, kernel_size=(3, 2), strides=2, padding="same", activation="relu")),
+    ("dilation_no_bias", dict(filters=4, kernel_size=3, dilation_rate=2, use_bias=False)),
+    ("channels_first", dict(filters=4, kernel_size=3, data_format="channels_first")),
+    (
+        "regularized_constrained",
+        dict(
+            filters=4,
+            kernel_size=1,
+            kernel_initializer="he_normal",
+            bias_initializer="ones",
+            kernel_regularizer=keras.regularizers.L2(0.01),
+            bias_regularizer="l1",
+            activity_regularizer="l2",
+            kernel_constraint=keras.constraints.MaxNorm(2.0),
+            bias_constraint="non_neg",
+        ),
+    ),
+]
+DEPTHWISE_CASES = [
+    ("default", dict(depth_multiplier=2, kernel_size=3)),
+    ("strides_same_tanh",
+     dict(depth_multiplier=3, kernel_size=3, strides=(2, 1), padding="same", activation="tanh")),
+    ("dilation_no_bias",
+     dict(depth_multiplier=2, kernel_size=2, dilation_rate=(1, 2), use_bias=False)),
+    ("channels_first", dict(depth_multiplier=2, kernel_size=3, data_format="channels_first")),
+]
+SOURCES = [("Conv2D-" + n, keras.layers.Conv2D, kw) for n, kw in CONV2D_CASES] + [
+    ("Depthwise-" + n, keras.layers.DepthwiseConv2D, kw) for n, kw in DEPTHWISE_CASES
+]
+FROZEN = [(0, 0), (2, 1), (1, 0)]
+
+
+def make_source(cls, kwargs, name="src"):
+    conv = cls(name=name, **kwargs)
+    return built(conv, data_format=kwargs.get("data_format", "channels_last"))
+
+
+def inputs_for(kwargs):
+    return X_CF if kwargs.get("data_format") == "channels_first" else X
+
+
+@pytest.mark.parametrize("cls, kwargs", [s[1:] for s in SOURCES], ids=[s[0] for s in SOURCES])
+@pytest.mark.parametrize(
+    "frozen, frozen_values",
+    [(None, "zeros"), (FROZEN, "keep"), (FROZEN, "zeros")],
+    ids=["nothing_frozen", "keep", "zeros"],
+)
+def test_from_conv2d_computes_the_source_layer(cls, kwargs, frozen, frozen_values):
+    conv = make_source(cls, kwargs)
+    layer = from_conv2d(conv, frozen, frozen_values=frozen_values)
+    reference = zeroed(conv, frozen or ()) if frozen_values == "zeros" else conv
+    x = inputs_for(kwargs)
+    assert np.array_equal(np_(layer(x)), np_(reference(x)))
+    assert np.array_equal(np_(layer.kernel), np_(reference.kernel))
+    if conv.use_bias:
+        assert np.array_equal(np_(layer.bias), np_(conv.bias))
+    expected_mask = np.zeros(np_(conv.kernel).shape[-2:], dtype=bool)
+    for pair in frozen or ():
+        expected_mask[pair] = True
+    assert np.array_equal(layer.frozen_mask, expected_mask)
+
+
+@pytest.mark.parametrize("cls, kwargs", [s[1:] for s in SOURCES], ids=[s[0] for s in SOURCES])
+def test_from_conv2d_copies_the_configuration(cls, kwargs):
+    conv = make_source(cls, kwargs)
+    layer = from_conv2d(conv, FROZEN)
+    source, ours = conv.get_config(), layer.get_config()
+    depthwise = cls is keras.layers.DepthwiseConv2D
+    assert layer.reduction == ("concat" if depthwise else "sum")
+    assert ours["filters"] == (source["depth_multiplier"] if depthwise else source["filters"])
+    for key in (
+        "name", "dtype", "trainable", "kernel_size", "strides", "padding", "data_format",
+        "dilation_rate", "activation", "use_bias", "bias_initializer", "bias_regularizer",
+        "activity_regularizer", "bias_constraint",
+    ):
+        assert ours[key] == source[key], key
+    for suffix in KERNEL_ARGS:
+        theirs = source[("depthwise_" if depthwise else "kernel_") + suffix]
+        assert ours["kernel_" + suffix] == theirs, suffix
+
+
+def test_from_conv2d_leaves_the_source_untouched():
+    conv = make_source(keras.layers.Conv2D, dict(filters=4, kernel_size=3))
+    before = [np_(w).copy() for w in conv.weights]
+    from_conv2d(conv, FROZEN, frozen_values="zeros")
+    assert all(np.array_equal(a, np_(b)) for a, b in zip(before, conv.weights))
+
+
+def test_channels_first_bias_is_added_on_the_channel_axis():
+    # Keras 3.15's Conv2D(data_format="channels_first") adds its bias along
+    # the last spatial axis when that axis has `filters` entries (its ops.add
+    # guesses the bias axis from sizes). The converted layer must not: its
+    # reference is the same convolution computed channels_last.
+    conv = make_source(
+        keras.layers.Conv2D, dict(filters=4, kernel_size=3, data_format="channels_first")
+    )
+    conv.bias.assign(np.arange(4, dtype="float32"))
+    x = RNG.standard_normal((2, 3, 9, 6)).astype("float32")  # output width 4 == filters
+    last = keras.layers.Conv2D(4, 3)
+    last.build((None, None, None, 3))
+    last.set_weights(conv.get_weights())
+    expected = np.transpose(np_(last(np.transpose(x, (0, 2, 3, 1)))), (0, 3, 1, 2))
+    assert np.array_equal(np_(from_conv2d(conv, None)(x)), expected)
+
+
+def test_from_conv2d_keeps_mixed_precision_policy():
+    conv = keras.layers.Conv2D(4, 3, dtype="mixed_float16")
+    built(conv)
+    layer = from_conv2d(conv, FROZEN, frozen_values="keep")
+    assert layer.dtype_policy.name == "mixed_float16"
+    assert np.array_equal(np_(layer(X)), np_(conv(X)))
+
+
+def test_from_conv2d_merges_lora():
+    conv = make_source(keras.layers.Conv2D, dict(filters=4, kernel_size=3))
+    conv.enable_lora(2)
+    conv.lora_kernel_b.assign(RNG.standard_normal(conv.lora_kernel_b.shape))
+    layer = from_conv2d(conv, None)
+    np.testing.assert_array_equal(np_(layer(X)), np_(conv(X)))
+
+
+class _MyConv(keras.layers.Conv2D):
+    pass
+
+
+def _unbuilt(name):
+    return keras.layers.Conv2D(4, 3, name=name)
+
+
+L = keras.layers
+REFUSED = [  # (id, make(name), error, message)
+    ("grouped", lambda n: built(L.Conv2D(6, 3, groups=3, name=n)), ValueError,
+     r"Expected groups=1\. Received: groups=3"),
+    ("transpose", lambda n: built(L.Conv2DTranspose(4, 3, name=n)), TypeError, "Conv2DTranspose"),
+    ("separable", lambda n: built(L.SeparableConv2D(4, 3, name=n)), TypeError, "SeparableConv2D"),
+    ("conv1d", lambda n: L.Conv1D(4, 3, name=n), TypeError, "Conv1D"),
+    ("dense", lambda n: L.Dense(4, name=n), TypeError, "Dense"),
+    ("subclass", lambda n: built(_MyConv(4, 3, name=n)), TypeError, "_MyConv"),
+    ("unbuilt", _unbuilt, ValueError, "not built"),
+]
+
+
+@pytest.mark.parametrize(
+    "make, error, match", [r[1:] for r in REFUSED], ids=[r[0] for r in REFUSED]
+)
+def test_from_conv2d_refuses(make, error, match):
+    with pytest.raises(error, match=match) as info:
+        from_conv2d(make("the_layer"), None)
+    assert "'the_layer'" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "frozen, frozen_values, error, match",
+    [
+        (None, "random", ValueError,
+         r"`frozen_values` must be one of \['keep', 'zeros'\]. Received: frozen_values='random'"),
+        (None, None, ValueError, "frozen_values"),
+        ([(3, 0)], "zeros", ValueError, "'src'.*input channel 3.*3 channels"),
+        ([(0, 4)], "zeros", ValueError, "'src'.*filter 4.*filters=4"),
+        (np.zeros((2, 4), bool), "zeros", ValueError, r"'src'.*shape \(2, 4\)"),
+        ("0,1", "zeros", TypeError, "'src'.*frozen"),
+    ],
+    ids=["unknown_frozen_values", "none_frozen_values", "channel_out_of_range",
+         "filter_out_of_range", "mask_wrong_shape", "string_frozen"],
+)
+def test_from_conv2d_bad_arguments(frozen, frozen_values, error, match):
+    conv = make_source(keras.layers.Conv2D, dict(filters=4, kernel_size=3))
+    with pytest.raises(error, match=match):
+        from_conv2d(conv, frozen, frozen_values=frozen_values)
+
+
+# --- convert_model -----------------------------------------------------------
+
+
+def question_model():
+    """The StackOverflow question's model (three Conv2D(16) with ReLU)."""
+    x_in = keras.Input((None, None, 3), name="image")
+    h = keras.layers.Conv2D(16, 3, name="conv1")(x_in)
+    h = keras.layers.ReLU(name="relu1")(h)
+    h = keras.layers.Conv2D(16, 3, name="conv2")(h)
+    h = keras.layers.ReLU(name="relu2")(h)
+    out = keras.layers.Conv2D(16, 3, name="conv3")(h)
+    return keras.Model(x_in, out)
+
+
+def branchy_model():
+    """Two inputs, a shared Conv2D, a nested Sequential, BatchNorm, Depthwise."""
+    a = keras.Input((9, 9, 3), name="a")
+    b = keras.Input((9, 9, 3), name="b")
+    shared = keras.layers.Conv2D(4, 3, padding="same", name="shared")
+    nested = keras.Sequential(
+        [
+            keras.Input((9, 9, 4)),
+            keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="inner_dw"),
+            keras.layers.BatchNormalization(name="bn"),
+        ],
+        name="nested",
+    )
+    h = keras.layers.Add()([shared(a), shared(b)])
+    h = nested(h)
+    h = keras.layers.Conv2D(3, 1, name="head")(h)
+    out = keras.layers.Dense(2, name="dense")(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model([a, b], [out, h])
+    rng = np.random.default_rng(2)
+    model.set_weights([rng.random(w.shape).astype("float32") + 0.5 for w in model.weights])
+    return model
+
+
+def all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from all_layers(layer)
+
+
+def outputs(model, inputs):
+    result = model(inputs)
+    return [np_(t) for t in (result if isinstance(result, (list, tuple)) else [result])]
+
+
+def weights_by_path(model):
+    return {w.path: np_(w) for w in model.weights}
+
+
+def test_convert_model_with_nothing_frozen_is_identical():
+    model = question_model()
+    new = convert_model(model, {"conv1": None, "conv2": None, "conv3": None})
+    assert [type(layer).__name__ for layer in new.layers[1:]] == [
+        "ChannelConv2D", "ReLU", "ChannelConv2D", "ReLU", "ChannelConv2D"
+    ]
+    assert np.array_equal(outputs(new, X)[0], outputs(model, X)[0])
+    assert new.name == model.name and new.count_params() == model.count_params()
+
+
+def test_convert_model_freezes_like_zeroed_keras_kernels():
+    model = question_model()
+    pairs = [(0, i) for i in range(5)]  # the question's five frozen kernels
+    new = convert_model(model, {"conv1": pairs})
+    reference = keras.models.clone_model(model)
+    reference.set_weights(model.get_weights())
+    reference.get_layer("conv1").set_weights(
+        zeroed(model.get_layer("conv1"), pairs).get_weights()
+    )
+    assert np.array_equal(outputs(new, X)[0], outputs(reference, X)[0])
+    trainable = sum(int(np.prod(w.shape)) for w in new.trainable_weights)
+    assert trainable == model.count_params() - 5 * 9
+
+
+def test_convert_model_handles_shared_nested_and_multi_input_models():
+    model = branchy_model()
+    before = weights_by_path(model)
+    spec = {"shared": [(1, 2)], "inner_dw": [(0, 1), (3, 0)], "head": None}
+    new = convert_model(model, spec, frozen_values="keep")
+    new_layers = {layer.name: layer for layer in all_layers(new)}
+    assert all(isinstance(new_layers[name], ChannelConv2D) for name in spec)
+    # The shared layer is still one layer (called twice): shared + head.
+    assert sum(isinstance(layer, ChannelConv2D) for layer in new.layers) == 2
+    inputs = [X, X[::-1].copy()]
+    for got, want in zip(outputs(new, inputs), outputs(model, inputs)):
+        assert np.array_equal(got, want)
+    # Every other weight (BatchNorm statistics included) is an equal copy, in
+    # a distinct variable.
+    for layer in all_layers(model):
+        if layer.name in spec or isinstance(layer, keras.Model):
+            continue
+        for old, copy in zip(layer.weights, new_layers[layer.name].weights, strict=True):
+            assert np.array_equal(np_(old), np_(copy)) and old is not copy
+    # The original is untouched.
+    assert all(np.array_equal(v, before[k]) for k, v in weights_by_path(model).items())
+    assert isinstance(model.get_layer("shared"), keras.layers.Conv2D)
+
+
+def test_convert_model_converted_layers_train_with_frozen_kernels_fixed():
+    model = question_model()
+    new = convert_model(model, {"conv2": [(3, 3), (5, 0)]}, frozen_values="keep")
+    kept = np_(model.get_layer("conv2").kernel)[:, :, [3, 5], [3, 0]]
+    new.compile(keras.optimizers.Adam(0.1), "mse")
+    new.fit(X, np.ones((2, 3, 3, 16), "float32"), epochs=2, verbose=0)
+    after = np_(new.get_layer("conv2").kernel)
+    assert np.array_equal(after[:, :, [3, 5], [3, 0]], kept)
+    assert not np.array_equal(after, np_(model.get_layer("conv2").kernel))
+
+
+class _Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.conv = keras.layers.Conv2D(2, 3)
+
+    def call(self, x):
+        return self.conv(x)
+
+
+@pytest.mark.parametrize(
+    "make_model, spec, error, match",
+    [
+        (question_model, {"conv9": None, "convX": None, "conv1": None}, ValueError,
+         r"does not have: \['conv9', 'convX'\]"),
+        (question_model, {"relu1": None}, TypeError, "'relu1' of type ReLU"),
+        (question_model, [("conv1", None)], TypeError, "`frozen_by_layer` must be a dict"),
+        (question_model, {"conv1": [(3, 0)]}, ValueError, "'conv1'.*input channel 3"),
+        (_Subclassed, {"conv": None}, TypeError, "Sequential and functional.*_Subclassed"),
+    ],
+    ids=["unknown_names", "non_conv_layer", "not_a_dict", "bad_frozen_set", "subclassed_model"],
+)
+def test_convert_model_errors(make_model, spec, error, match):
+    model = make_model()
+    model(X)
+    with pytest.raises(error, match=match):
+        convert_model(model, spec)
+
+
+def test_convert_model_unbuilt_sequential_names_the_layer():
+    model = keras.Sequential([keras.layers.Conv2D(2, 3, name="lazy")])
+    with pytest.raises(ValueError, match="'lazy': it is not built"):
+        convert_model(model, {"lazy": None})
+
+
+# --- strip -------------------------------------------------------------------
+
+CHANNEL_CASES = [
+    ("sum", dict(filters=4, kernel_size=3, padding="same", activation="relu")),
+    ("sum_channels_first_no_bias",
+     dict(filters=3, kernel_size=3, data_format="channels_first", use_bias=False)),
+    ("concat", dict(filters=2, kernel_size=3, reduction="concat", strides=2)),
+    ("concat_dilated", dict(filters=2, kernel_size=2, reduction="concat", dilation_rate=2,
+                            kernel_regularizer="l2", kernel_constraint="non_neg")),
+]
+
+
+@pytest.mark.parametrize(
+    "kwargs", [c[1] for c in CHANNEL_CASES], ids=[c[0] for c in CHANNEL_CASES]
+)
+def test_to_keras_layer_equals_the_channel_layer(kwargs):
+    layer = ChannelConv2D(frozen=FROZEN[:2], name="cc", **kwargs)
+    built(layer, data_format=kwargs.get("data_format", "channels_last"))
+    plain = to_keras_layer(layer)
+    concat = kwargs.get("reduction") == "concat"
+    assert type(plain) is (keras.layers.DepthwiseConv2D if concat else keras.layers.Conv2D)
+    x = inputs_for(kwargs)
+    assert np.array_equal(np_(plain(x)), np_(layer(x)))
+    assert np.array_equal(np_(plain.kernel), np_(layer.kernel))
+    ours, theirs = layer.get_config(), plain.get_config()
+    for key in ("name", "kernel_size", "strides", "padding", "data_format", "dilation_rate",
+                "activation", "use_bias", "bias_initializer", "activity_regularizer"):
+        assert theirs[key] == ours[key], key
+    for suffix in KERNEL_ARGS:
+        assert theirs[("depthwise_" if concat else "kernel_") + suffix] == ours["kernel_" + suffix]
+
+
+def test_to_keras_layer_per_channel_is_equal_to_float_tolerance():
+    layer = built(ChannelConv2D(4, 3, frozen=FROZEN, implementation="per_channel"))
+    # per_channel sums one convolution per channel: same maths, other rounding.
+    np.testing.assert_allclose(np_(to_keras_layer(layer)(X)), np_(layer(X)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "layer, error, match",
+    [
+        (keras.layers.Conv2D(2, 3, name="plain"), TypeError, "'plain' of type Conv2D"),
+        (ChannelConv2D(2, 3, name="lazy"), ValueError, "'lazy': it is not built"),
+    ],
+    ids=["not_channel_conv", "unbuilt"],
+)
+def test_to_keras_layer_errors(layer, error, match):
+    with pytest.raises(error, match=match):
+        to_keras_layer(layer)
+
+
+def test_strip_refuses_subclassed_models():
+    model = _Subclassed()
+    model(X)
+    with pytest.raises(TypeError, match="`strip` rebuilds Sequential and functional"):
+        strip(model)
+
+
+def test_convert_then_strip_round_trips_the_weights():
+    model = branchy_model()
+    spec = {"shared": [(1, 2)], "inner_dw": [(0, 1)], "head": None}
+    back = strip(convert_model(model, spec, frozen_values="keep"))
+    assert not any(isinstance(layer, ChannelConv2D) for layer in all_layers(back))
+    # Same structure, same weights in the same order (variable paths of
+    # layers nested in sub-models differ: they are built outside the model).
+    assert [w.name for w in back.weights] == [w.name for w in model.weights]
+    for old, new in zip(model.weights, back.weights):
+        assert np.array_equal(np_(new), np_(old)), old.path
+
+
+@pytest.fixture(scope="module")
+def channel_model():
+    inputs = keras.Input((9, 9, 3))
+    h = ChannelConv2D(4, 3, frozen=FROZEN, frozen_initializer="ones", activation="relu",
+                      name="c1")(inputs)
+    h = ChannelConv2D(2, 3, reduction="concat", frozen=[(3, 1)], padding="same", name="c2")(h)
+    h = keras.layers.BatchNormalization(name="bn")(h)
+    outputs_ = keras.layers.Dense(2, name="d")(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inputs, outputs_, name="channel_model")
+    rng = np.random.default_rng(3)
+    model.set_weights([rng.random(w.shape).astype("float32") + 0.1 for w in model.weights])
+    return model
+
+
+def test_strip_gives_plain_layers_and_identical_outputs(channel_model):
+    plain = strip(channel_model)
+    kinds = {layer.name: type(layer) for layer in plain.layers}
+    assert kinds["c1"] is keras.layers.Conv2D and kinds["c2"] is keras.layers.DepthwiseConv2D
+    assert np.array_equal(outputs(plain, X)[0], outputs(channel_model, X)[0])
+    for name in ("c1", "c2"):
+        assert np.array_equal(np_(plain.get_layer(name).kernel),
+                              np_(channel_model.get_layer(name).kernel))
+    # The original keeps its layers.
+    assert isinstance(channel_model.get_layer("c1"), ChannelConv2D)
+
+
+LOADER = textwrap.dedent(
+    """
+    import sys
+    sys.modules["channelconv"] = None  # as if channelconv were not installed
+    import numpy as np, keras, tensorflow as tf
+    stripped, original, served, x_path, out_path = sys.argv[1:]
+    x = np.load(x_path)
+    model = keras.saving.load_model(stripped)
+    np.save(out_path, keras.ops.convert_to_numpy(model(x)))
+    artifact = tf.saved_model.load(served)  # keep a reference while serving
+    np.save(out_path + ".served.npy", artifact.serve(x).numpy())
+    try:
+        keras.saving.load_model(original)
+    except Exception as error:
+        print("ORIGINAL_FAILED", type(error).__name__)
+    """
+)
+
+
+def test_stripped_model_loads_without_channelconv(channel_model, tmp_path):
+    stripped, original = tmp_path / "stripped.keras", tmp_path / "original.keras"
+    strip(channel_model).save(stripped)
+    channel_model.save(original)
+    channel_model.export(str(tmp_path / "served"), verbose=False)  # unstripped
+    np.save(tmp_path / "x.npy", X)
+    result = subprocess.run(
+        [sys.executable, "-c", LOADER, str(stripped), str(original), str(tmp_path / "served"),
+         str(tmp_path / "x.npy"), str(tmp_path / "y")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    # The control: the unstripped model does need channelconv.
+    assert "ORIGINAL_FAILED" in result.stdout
+    expected = outputs(channel_model, X)[0]
+    assert np.array_equal(np.load(tmp_path / "y.npy"), expected)
+    # A SavedModel of the unstripped model needs no channelconv either.
+    assert np.array_equal(np.load(tmp_path / "y.served.npy"), expected)
+
+
+# --- the docs walkthrough ------------------------------------------------------
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+WALKTHROUGH = ROOT / "docs" / "examples" / "pretrained_walkthrough.py"
+
+
+def test_pretrained_doc_code_blocks_are_in_the_walkthrough():
+    page = (ROOT / "docs" / "pretrained.md").read_text()
+    script = WALKTHROUGH.read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, flags=re.S)
+    assert len(blocks) >= 6
+    for block in blocks:
+        assert block in script or textwrap.indent(block, "    ") in script, block
+
+
+def test_pretrained_walkthrough_runs(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(WALKTHROUGH), str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    # 10% of 3*16 and of 16*16 kernels, rounded; 9 weights per 3x3 kernel.
+    assert results["frozen_kernels"] == {"conv1": 5, "conv2": 26, "conv3": 26}
+    pretrained = (3 * 16 * 9 + 16) + 2 * (16 * 16 * 9 + 16) + (16 * 3 + 3)
+    assert results["trainable_params"] == {
+        "pretrained": pretrained, "fine_tuned": pretrained - 57 * 9
+    }
+    assert results["deploy_layers"][1:4] == ["Conv2D"] * 3
+    assert results["fine_tuned_accuracy"] > 0.5  # chance is 1/3
+    assert (tmp_path / "conv2_mask.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "serving" / "saved_model.pb").exists()
