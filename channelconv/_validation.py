@@ -37,10 +37,15 @@ def int_tuple(value, rank, name):
             f"`{name}` must be an integer or a tuple of {rank} integers. "
             f"Received: {name}={value!r} of type {type(value).__name__}."
         ) from None
-    if len(items) != rank or not all(is_int(v) for v in items):
+    if not all(is_int(v) for v in items):
         raise TypeError(
             f"`{name}` must be an integer or a tuple of {rank} integers. "
             f"Received: {name}={value!r}."
+        )
+    if len(items) != rank:
+        raise ValueError(
+            f"`{name}` must be an integer or a tuple of {rank} integers. "
+            f"Received: {name}={value!r} with {len(items)} entries."
         )
     if any(v < 1 for v in items):
         raise ValueError(

@@ -69,8 +69,6 @@ def assemble_kernel(trainable, frozen, index, kernel_shape):
     """
     if frozen.shape[-1] == 0:
         stacked = trainable
-    elif trainable.shape[-1] == 0:
-        stacked = frozen
     else:
         stacked = tf.concat([trainable, tf.cast(frozen, trainable.dtype)], axis=-1)
     if index is not None:

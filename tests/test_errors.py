@@ -1,0 +1,454 @@
+"""Bad input: each case raises ValueError/TypeError naming the argument,
+what was expected and what was received."""
+
+import re
+
+import keras
+import numpy as np
+import pytest
+
+from channelconv.layers.channel_conv2d import ChannelConv2D
+from channelconv.mask import random_frozen_mask
+
+
+def _case(case_id, kwargs, error, pattern):
+    return pytest.param(kwargs, error, pattern, id=case_id)
+
+
+CONSTRUCTION = [
+    # filters
+    _case(
+        "filters-zero",
+        dict(filters=0),
+        ValueError,
+        r"`filters` must be a positive integer\. Received: filters=0",
+    ),
+    _case(
+        "filters-negative",
+        dict(filters=-3),
+        ValueError,
+        r"`filters` must be a positive integer\. Received: filters=-3",
+    ),
+    _case(
+        "filters-float",
+        dict(filters=2.5),
+        TypeError,
+        r"`filters` must be a positive integer\. Received: filters=2\.5 of type float",
+    ),
+    _case(
+        "filters-str",
+        dict(filters="16"),
+        TypeError,
+        r"`filters` must be a positive integer\. Received: filters='16' of type str",
+    ),
+    _case(
+        "filters-bool",
+        dict(filters=True),
+        TypeError,
+        r"`filters` must be a positive integer\. Received: filters=True of type bool",
+    ),
+    # kernel_size, strides, dilation_rate: type
+    _case(
+        "kernel_size-float",
+        dict(kernel_size=3.0),
+        TypeError,
+        r"`kernel_size` must be an integer or a tuple of 2 integers\. "
+        r"Received: kernel_size=3\.0 of type float",
+    ),
+    _case(
+        "kernel_size-wrong-length",
+        dict(kernel_size=(3, 3, 3)),
+        ValueError,
+        r"`kernel_size` must be an integer or a tuple of 2 integers\. "
+        r"Received: kernel_size=\(3, 3, 3\) with 3 entries",
+    ),
+    _case(
+        "kernel_size-str-entry",
+        dict(kernel_size=(3, "3")),
+        TypeError,
+        r"`kernel_size` must be an integer or a tuple of 2 integers\. "
+        r"Received: kernel_size=\(3, '3'\)",
+    ),
+    _case(
+        "strides-float",
+        dict(strides=1.5),
+        TypeError,
+        r"`strides` must be an integer or a tuple of 2 integers\. "
+        r"Received: strides=1\.5",
+    ),
+    _case(
+        "strides-str",
+        dict(strides="2"),
+        TypeError,
+        r"`strides` must be an integer or a tuple of 2 integers\. "
+        r"Received: strides='2'",
+    ),
+    _case(
+        "dilation_rate-float-entry",
+        dict(dilation_rate=(1, 2.0)),
+        TypeError,
+        r"`dilation_rate` must be an integer or a tuple of 2 integers\. "
+        r"Received: dilation_rate=\(1, 2\.0\)",
+    ),
+    # kernel_size, strides, dilation_rate: value
+    _case(
+        "kernel_size-zero",
+        dict(kernel_size=0),
+        ValueError,
+        r"`kernel_size` must contain only positive integers\. Received: kernel_size=0",
+    ),
+    _case(
+        "kernel_size-negative-entry",
+        dict(kernel_size=(3, -1)),
+        ValueError,
+        r"`kernel_size` must contain only positive integers\. "
+        r"Received: kernel_size=\(3, -1\)",
+    ),
+    _case(
+        "strides-zero",
+        dict(strides=0),
+        ValueError,
+        r"`strides` must contain only positive integers\. Received: strides=0",
+    ),
+    _case(
+        "dilation_rate-zero-entry",
+        dict(dilation_rate=(1, 0)),
+        ValueError,
+        r"`dilation_rate` must contain only positive integers\. "
+        r"Received: dilation_rate=\(1, 0\)",
+    ),
+    _case(
+        "strides-and-dilation",
+        dict(strides=(1, 2), dilation_rate=(2, 1)),
+        ValueError,
+        r"`strides > 1` is not supported together with `dilation_rate > 1`\. "
+        r"Received: strides=\(1, 2\) and dilation_rate=\(2, 1\)",
+    ),
+    # choices
+    _case(
+        "reduction-unknown",
+        dict(reduction="mean"),
+        ValueError,
+        r"`reduction` must be one of \['concat', 'sum'\]\. Received: reduction='mean'",
+    ),
+    _case(
+        "implementation-unknown",
+        dict(implementation="loop"),
+        ValueError,
+        r"`implementation` must be one of \['fused', 'per_channel'\]\. "
+        r"Received: implementation='loop'",
+    ),
+    _case(
+        "padding-unknown",
+        dict(padding="causal"),
+        ValueError,
+        r"`padding` must be one of \['same', 'valid'\]\. Received: padding='causal'",
+    ),
+    _case(
+        "padding-not-str",
+        dict(padding=1),
+        ValueError,
+        r"`padding` must be one of \['same', 'valid'\]\. Received: padding=1",
+    ),
+    _case(
+        "data_format-unknown",
+        dict(data_format="NHWC"),
+        ValueError,
+        r"`data_format` must be one of \['channels_first', 'channels_last'\]\. "
+        r"Received: data_format='NHWC'",
+    ),
+    _case(
+        "use_bias-not-bool",
+        dict(use_bias="yes"),
+        TypeError,
+        r"`use_bias` must be a bool\. Received: use_bias='yes'",
+    ),
+    # frozen, checkable without the input
+    _case(
+        "frozen-filter-out-of-range",
+        dict(frozen=[(0, 1), (2, 16)]),
+        ValueError,
+        r"A pair in `frozen` names filter 16, but the layer has filters=16 "
+        r"\(valid filters: 0 to 15\)\. Received: \(2, 16\)",
+    ),
+    _case(
+        "frozen-negative-channel",
+        dict(frozen=[(-1, 0)]),
+        ValueError,
+        r"Indices in `frozen` must be non-negative\. Received: \(-1, 0\)",
+    ),
+    _case(
+        "frozen-negative-filter",
+        dict(frozen=[(0, -2)]),
+        ValueError,
+        r"Indices in `frozen` must be non-negative\. Received: \(0, -2\)",
+    ),
+    _case(
+        "frozen-duplicate-pair",
+        dict(frozen=[(0, 1), (2, 3), (0, 1)]),
+        ValueError,
+        r"Each \(input_channel, filter\) pair may appear in `frozen` only once\. "
+        r"Received \(0, 1\) twice",
+    ),
+    _case(
+        "frozen-triple",
+        dict(frozen=[(0, 1, 2)]),
+        ValueError,
+        r"Each entry of `frozen` must be an \(input_channel, filter\) pair\. "
+        r"Received: \(0, 1, 2\)",
+    ),
+    _case(
+        "frozen-float-index",
+        dict(frozen=[(0, 1.0)]),
+        TypeError,
+        r"Each \(input_channel, filter\) pair in `frozen` must hold two integers\. "
+        r"Received: \(0, 1\.0\)",
+    ),
+    _case(
+        "frozen-entry-not-pair",
+        dict(frozen=[(0, 1), 3]),
+        TypeError,
+        r"Received an entry 3 that is not a pair",
+    ),
+    _case(
+        "frozen-str",
+        dict(frozen="all"),
+        TypeError,
+        r"`frozen` must be None, a sequence of \(input_channel, filter\) pairs, or a "
+        r"boolean array of shape \(in_channels, filters\)\. "
+        r"Received: frozen='all' of type str",
+    ),
+    _case("frozen-int", dict(frozen=5), TypeError, r"Received: frozen=5 of type int"),
+    _case(
+        "frozen-mask-wrong-filters",
+        dict(frozen=np.zeros((3, 15), dtype=bool)),
+        ValueError,
+        r"`frozen` given as a boolean mask must have shape \(in_channels, "
+        r"filters=16\)\. Received: a mask of shape \(3, 15\)",
+    ),
+    _case(
+        "frozen-mask-1d",
+        dict(frozen=np.zeros(16, dtype=bool)),
+        ValueError,
+        r"must have shape \(in_channels, filters=16\)\. "
+        r"Received: a mask of shape \(16,\)",
+    ),
+    _case(
+        "frozen-mask-float",
+        dict(frozen=np.zeros((3, 16))),
+        TypeError,
+        r"`frozen` given as an array must be a boolean mask of shape "
+        r"\(in_channels, 16\).*"
+        r"Received: an array of dtype float64 and shape \(3, 16\)",
+    ),
+    _case(
+        "frozen-mask-int",
+        dict(frozen=np.ones((3, 16), dtype=np.int64)),
+        TypeError,
+        r"must be a boolean mask.*Received: an array of dtype int64 and shape \(3, 16\)",
+    ),
+    _case(
+        "frozen-list-of-rows-not-bool",
+        dict(frozen=[[0] * 16, [1] * 16]),
+        ValueError,
+        r"Each entry of `frozen` must be an \(input_channel, filter\) pair\. "
+        r"Received: \[0, 0,",
+    ),
+]
+
+
+@pytest.mark.parametrize("kwargs, error, pattern", CONSTRUCTION)
+def test_bad_constructor_argument(kwargs, error, pattern):
+    kwargs = dict(dict(filters=16, kernel_size=3), **kwargs)
+    with pytest.raises(error, match=pattern):
+        ChannelConv2D(**kwargs)
+
+
+BUILD = [
+    _case(
+        "frozen-channel-out-of-range",
+        dict(frozen=[(0, 0), (3, 5)]),
+        ValueError,
+        r"A pair in `frozen` names input channel 3, but the input has 3 channels "
+        r"\(valid channels: 0 to 2\)\. Received: \(3, 5\)",
+    ),
+    _case(
+        "frozen-channel-out-of-range-channels_first",
+        dict(frozen=[(8, 0)], data_format="channels_first"),
+        ValueError,
+        r"names input channel 8, but the input has 8 channels",
+    ),
+    _case(
+        "frozen-mask-wrong-channels",
+        dict(frozen=np.zeros((4, 16), dtype=bool)),
+        ValueError,
+        r"`frozen` is a mask of shape \(4, 16\), but the input has 3 channels, so it "
+        r"must have shape \(3, 16\)",
+    ),
+]
+
+
+@pytest.mark.parametrize("kwargs, error, pattern", BUILD)
+def test_bad_frozen_set_for_the_input(kwargs, error, pattern):
+    layer = ChannelConv2D(16, 3, **kwargs)
+    # Constructed fine: the channel count is only known at build time.
+    x = np.zeros((1, 8, 8, 3) if layer.data_format == "channels_last" else (1, 8, 6, 6))
+    with pytest.raises(error, match=pattern):
+        layer(x.astype("float32"))
+    assert not layer.built
+
+
+def test_bad_frozen_mask_from_config():
+    layer = ChannelConv2D(4, 3, frozen=[(1, 2)])
+    layer.build((None, 6, 6, 2))
+    clone = ChannelConv2D.from_config(layer.get_config())
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "`frozen` is a mask of shape (2, 4), but the input has 3 channels"
+        ),
+    ):
+        clone.build((None, 6, 6, 3))
+
+
+def test_unknown_channel_dimension():
+    layer = ChannelConv2D(4, 3)
+    with pytest.raises(
+        ValueError,
+        match=r"The channel dimension of the input must be known, but it is None "
+        r"\(data_format='channels_last'\)\. Received input_shape=\(None, 8, 8, None\)",
+    ):
+        layer(keras.Input(shape=(8, 8, None)))
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [pytest.param((2, 8, 3), id="rank3"), pytest.param((2, 4, 8, 8, 3), id="rank5")],
+)
+def test_wrong_input_rank(shape):
+    layer = ChannelConv2D(4, 3)
+    with pytest.raises(
+        ValueError,
+        match=r"ChannelConv2D expects inputs of rank 4 \(batch, 2 spatial dimensions, "
+        r"channels\)\. Received input_shape=" + re.escape(str(shape)),
+    ):
+        layer(np.zeros(shape, "float32"))
+
+
+def test_second_call_with_different_channel_count():
+    layer = ChannelConv2D(4, 3, frozen=[(2, 1)])
+    layer(np.zeros((1, 6, 6, 3), "float32"))
+    with pytest.raises(
+        ValueError,
+        match=r"expected axis -1 of input shape to have value 3, but received input "
+        r"with shape \(1, 6, 6, 4\)",
+    ):
+        layer(np.zeros((1, 6, 6, 4), "float32"))
+
+
+def test_input_too_small_for_the_kernel():
+    layer = ChannelConv2D(4, 3, dilation_rate=2)
+    with pytest.raises(
+        ValueError,
+        match=r"The input is too small for the kernel: an output dimension would be "
+        r"-1\. Received input_shape=\(1, 3, 8, 3\)",
+    ):
+        layer(np.zeros((1, 3, 8, 3), "float32"))
+
+
+def test_frozen_mask_and_kernel_before_build():
+    layer = ChannelConv2D(4, 3)
+    with pytest.raises(AttributeError, match="must be built before `frozen_mask`"):
+        layer.frozen_mask
+    with pytest.raises(AttributeError, match="must be built before `kernel`"):
+        layer.kernel
+
+
+def test_assign_kernel_errors():
+    layer = ChannelConv2D(4, 3)
+    with pytest.raises(
+        ValueError, match="Build the layer before calling `assign_kernel`"
+    ):
+        layer.assign_kernel(np.zeros((3, 3, 3, 4)))
+    layer.build((None, 6, 6, 3))
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "`kernel` must have shape (3, 3, 3, 4). Received: shape (3, 3, 4, 3)"
+        ),
+    ):
+        layer.assign_kernel(np.zeros((3, 3, 4, 3)))
+
+
+RANDOM_MASK = [
+    pytest.param(
+        dict(in_channels=0),
+        ValueError,
+        r"`in_channels` must be a positive integer\. Received: in_channels=0",
+        id="in_channels-zero",
+    ),
+    pytest.param(
+        dict(in_channels=3.0),
+        TypeError,
+        r"`in_channels` must be a positive integer\. Received: in_channels=3\.0 "
+        r"of type float",
+        id="in_channels-float",
+    ),
+    pytest.param(
+        dict(filters=-1),
+        ValueError,
+        r"`filters` must be a positive integer\. Received: filters=-1",
+        id="filters-negative",
+    ),
+    pytest.param(
+        dict(filters="16"),
+        TypeError,
+        r"`filters` must be a positive integer\. Received: filters='16'",
+        id="filters-str",
+    ),
+    pytest.param(
+        dict(count=49),
+        ValueError,
+        r"`count` must be between 0 and in_channels \* filters = 48\. "
+        r"Received: count=49",
+        id="count-too-large",
+    ),
+    pytest.param(
+        dict(count=-1),
+        ValueError,
+        r"`count` must be between 0 and in_channels \* filters = 48\. "
+        r"Received: count=-1",
+        id="count-negative",
+    ),
+    pytest.param(
+        dict(count=2.5),
+        TypeError,
+        r"`count` must be an integer\. Received: count=2\.5 of type float",
+        id="count-float",
+    ),
+    pytest.param(
+        dict(count=True),
+        TypeError,
+        r"`count` must be an integer\. Received: count=True of type bool",
+        id="count-bool",
+    ),
+    pytest.param(
+        dict(seed="0"),
+        TypeError,
+        r"`seed` must be None or an integer\. Received: seed='0'",
+        id="seed-str",
+    ),
+    pytest.param(
+        dict(seed=1.0),
+        TypeError,
+        r"`seed` must be None or an integer\. Received: seed=1\.0",
+        id="seed-float",
+    ),
+]
+
+
+@pytest.mark.parametrize("kwargs, error, pattern", RANDOM_MASK)
+def test_random_frozen_mask_bad_arguments(kwargs, error, pattern):
+    kwargs = dict(dict(in_channels=3, filters=16, count=5, seed=0), **kwargs)
+    with pytest.raises(error, match=pattern):
+        random_frozen_mask(**kwargs)

@@ -1,0 +1,230 @@
+"""ChannelConv2D in models: the question's model, parameter counts, and
+Sequential, functional and subclassed models, ``tf.function`` and ``fit``."""
+
+import re
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from channelconv.layers.channel_conv2d import ChannelConv2D
+from channelconv.mask import random_frozen_mask
+from harness import to_numpy, weights_by_name
+
+QUESTION_FROZEN = [(0, 0), (0, 1), (0, 2), (0, 3), (0, 4)]
+
+
+def _size(variables):
+    return sum(int(np.prod(v.shape)) for v in variables)
+
+
+def _summary_counts(model):
+    lines = []
+    model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
+    text = "\n".join(lines)
+    counts = {}
+    for label in ("Total", "Trainable", "Non-trainable"):
+        match = re.search(rf"{label} params: ([\d,]+)", text)
+        counts[label] = int(match.group(1).replace(",", ""))
+    return counts
+
+
+# --- Parameter counts --------------------------------------------------------
+
+
+def test_question_first_layer_counts():
+    layer = ChannelConv2D(16, 3, frozen=QUESTION_FROZEN)
+    layer.build((None, None, None, 3))
+    assert _size(layer.trainable_weights) == 403  # 43 * 9 + 16
+    assert _size(layer.non_trainable_weights) == 45  # 5 * 9
+    assert layer.count_params() == 448
+    conv = keras.layers.Conv2D(16, 3)
+    conv.build((None, None, None, 3))
+    assert layer.count_params() == conv.count_params()
+
+
+def test_answer_layout_counts():
+    """The answer's layer (concat, no bias) printed 432 / 387 / 45."""
+    layer = ChannelConv2D(
+        16, 3, frozen=QUESTION_FROZEN, reduction="concat", use_bias=False
+    )
+    layer.build((None, None, None, 3))
+    assert layer.count_params() == 432
+    assert _size(layer.trainable_weights) == 387
+    assert _size(layer.non_trainable_weights) == 45
+
+
+@pytest.mark.parametrize(
+    "reduction, bias_size", [("sum", 16), ("concat", 48)], ids=["sum", "concat"]
+)
+def test_bias_size(reduction, bias_size):
+    layer = ChannelConv2D(16, 3, frozen=QUESTION_FROZEN, reduction=reduction)
+    y = layer(np.zeros((1, 5, 5, 3), "float32"))
+    assert tuple(layer.bias.shape) == (bias_size,)
+    assert y.shape[-1] == bias_size
+    assert _size(layer.trainable_weights) == 43 * 9 + bias_size
+
+
+# --- The question's model ----------------------------------------------------
+
+
+def _question_model(first, second=None, third=None):
+    """The question's three-layer model; ``None`` means keras Conv2D(16, 3)."""
+    x_in = keras.Input(shape=(None, None, 3))
+    layers = [
+        layer if layer is not None else keras.layers.Conv2D(16, (3, 3))
+        for layer in (first, second, third)
+    ]
+    x = layers[0](x_in)
+    x = keras.layers.ReLU()(x)
+    x = layers[1](x)
+    x = keras.layers.ReLU()(x)
+    x = layers[2](x)
+    return keras.Model(inputs=x_in, outputs=x)
+
+
+@pytest.fixture(scope="module")
+def conv2d_model():
+    return _question_model(None)
+
+
+@pytest.mark.parametrize(
+    "replace_all", [False, True], ids=["first-layer", "all-three-layers"]
+)
+def test_question_model_with_channel_conv(conv2d_model, replace_all):
+    frozen = [QUESTION_FROZEN, None, None]
+    if replace_all:
+        frozen[1] = random_frozen_mask(16, 16, 25, seed=0)
+        frozen[2] = [(15, 15)]
+    layers = [ChannelConv2D(16, 3, frozen=frozen[0]), None, None]
+    if replace_all:
+        layers[1:] = [ChannelConv2D(16, (3, 3), frozen=f) for f in frozen[1:]]
+    model = _question_model(*layers)
+    n_frozen = 5 + (26 if replace_all else 0)
+
+    assert model.output_shape == conv2d_model.output_shape == (None, None, None, 16)
+    x = np.random.default_rng(0).normal(size=(2, 11, 9, 3)).astype("float32")
+    assert model(x).shape == conv2d_model(x).shape == (2, 5, 3, 16)
+
+    reference = _summary_counts(conv2d_model)
+    counts = _summary_counts(model)
+    assert reference == {"Total": 5088, "Trainable": 5088, "Non-trainable": 0}
+    assert counts["Total"] == reference["Total"]
+    assert counts["Trainable"] == reference["Trainable"] - 9 * n_frozen
+    assert counts["Non-trainable"] == 9 * n_frozen
+    assert _size(model.trainable_weights) == counts["Trainable"]
+
+
+def test_question_model_trains_with_frozen_kernels_at_zero():
+    first = ChannelConv2D(16, 3, frozen=QUESTION_FROZEN)
+    model = _question_model(first)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 9, 9, 3)).astype("float32")
+    y = rng.normal(size=(4, 3, 3, 16)).astype("float32")
+    before = to_numpy(first.kernel)
+    model.compile("adam", "mse")
+    history = model.fit(x, y, epochs=2, batch_size=2, verbose=0)
+    after = to_numpy(first.kernel)
+    assert np.array_equal(after[:, :, 0, :5], np.zeros((3, 3, 5), "float32"))
+    assert np.all(after[:, :, 0, 5:] != before[:, :, 0, 5:])
+    assert np.all(after[:, :, 1:, :] != before[:, :, 1:, :])
+    assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+# --- Model kinds -------------------------------------------------------------
+
+
+class SubclassedModel(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = ChannelConv2D(4, 3, frozen=[(0, 0), (1, 2)], activation="relu")
+        self.pool = keras.layers.GlobalAveragePooling2D()
+        self.head = keras.layers.Dense(2)
+
+    def call(self, inputs):
+        return self.head(self.pool(self.conv(inputs)))
+
+
+def _sequential():
+    return keras.Sequential(
+        [
+            keras.Input(shape=(6, 6, 3)),
+            ChannelConv2D(4, 3, frozen=[(0, 0), (1, 2)], activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2),
+        ]
+    )
+
+
+def _functional():
+    inputs = keras.Input(shape=(6, 6, 3))
+    x = ChannelConv2D(4, 3, frozen=[(0, 0), (1, 2)], activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(2)(x))
+
+
+def _conv_of(model):
+    return next(layer for layer in model.layers if isinstance(layer, ChannelConv2D))
+
+
+@pytest.mark.parametrize(
+    "make_model",
+    [_sequential, _functional, SubclassedModel],
+    ids=["sequential", "functional", "subclassed"],
+)
+def test_model_kinds_fit_and_tf_function(make_model):
+    model = make_model()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 6, 6, 3)).astype("float32")
+    y = rng.normal(size=(4, 2)).astype("float32")
+    eager = to_numpy(model(x))
+    assert eager.shape == (4, 2)
+    conv = _conv_of(model)
+
+    # The conv's output equals Conv2D with the same effective kernel.
+    reference = keras.layers.Conv2D(4, 3, activation="relu")
+    reference.build(x.shape)
+    reference.set_weights([to_numpy(conv.kernel), to_numpy(conv.bias)])
+    np.testing.assert_allclose(
+        to_numpy(conv(x)), to_numpy(reference(x)), rtol=1e-5, atol=1e-5
+    )
+
+    graph = tf.function(lambda t: model(t))
+    np.testing.assert_allclose(
+        to_numpy(graph(tf.constant(x))), eager, rtol=1e-6, atol=1e-6
+    )
+
+    before = weights_by_name(conv)
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    model.fit(x, y, epochs=1, batch_size=2, verbose=0)
+    after = weights_by_name(conv)
+    assert np.array_equal(after["frozen_kernels"], before["frozen_kernels"])
+    assert np.array_equal(
+        to_numpy(conv.kernel)[:, :, [0, 1], [0, 2]], np.zeros((3, 3, 2), "float32")
+    )
+    assert not np.array_equal(after["trainable_kernels"], before["trainable_kernels"])
+
+
+def test_custom_training_loop_under_tf_function():
+    model = _functional()
+    conv = _conv_of(model)
+    optimizer = keras.optimizers.Adam(0.01)
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.normal(size=(4, 6, 6, 3)).astype("float32"))
+    y = tf.constant(rng.normal(size=(4, 2)).astype("float32"))
+
+    @tf.function
+    def train_step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x, training=True) - y))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    before = weights_by_name(conv)
+    losses = [float(train_step()) for _ in range(3)]
+    after = weights_by_name(conv)
+    assert np.array_equal(after["frozen_kernels"], before["frozen_kernels"])
+    assert not np.array_equal(after["trainable_kernels"], before["trainable_kernels"])
+    assert losses[-1] < losses[0]
