@@ -1,0 +1,393 @@
+"""``channelconv demo``: train the question's model with frozen kernels.
+
+The StackOverflow question's model is three ``Conv2D(16, k)`` layers with
+ReLU between them, on 3-channel images, and it wants 5 of the 48 kernels of
+the first layer held at exactly zero. :func:`run` builds that model with
+:class:`channelconv.ChannelConv2D`, trains it with ``model.fit`` on a task
+that needs no download, then checks and prints what the library promises.
+
+The task: a *teacher* network of the same architecture, with the same
+frozen kernels at zero and random weights, maps random images to targets
+(scaled to unit variance); the *student* starts from other random weights
+and learns to reproduce them. The teacher can be matched exactly, so the
+loss keeps going down.
+
+Only the first layer has frozen kernels and takes ``reduction``: with
+``"concat"`` it outputs ``3 * 16 = 48`` channels (the answer's layout) and
+the second layer reads 48 channels. The second and third layers always sum,
+like the question's ``Conv2D`` (a ``"concat"`` second layer would output
+768 channels and a third 12288).
+"""
+
+import os
+import sys
+
+import keras
+import numpy as np
+
+from channelconv.layers import ChannelConv2D
+from channelconv.mask import parse_frozen, random_frozen_mask, resolve_frozen
+from channelconv.plot import plot_kernel_mask
+from channelconv.reference import ANSWER_FROZEN
+
+#: The question's model: 3 input channels, 16 filters per layer.
+IN_CHANNELS = 3
+FILTERS = 16
+#: Held-out images on which the initial and final loss are measured.
+EVAL_IMAGES = 256
+#: Default settings of :func:`run` and of ``channelconv demo``; they finish
+#: in about 15 s on 2 CPU cores.
+DEFAULTS = dict(
+    epochs=10,
+    steps_per_epoch=50,
+    batch_size=32,
+    image_size=16,
+    kernel_size=3,
+    learning_rate=5e-3,
+    seed=0,
+    output="channelconv_demo.keras",
+    verbose=1,
+)
+
+
+def first_layer_mask(frozen=None, frozen_count=None, seed=0):
+    """The frozen-kernel mask of the demo's first layer.
+
+    Args:
+        frozen: ``None`` or a sequence of ``(input_channel, filter)`` pairs.
+        frozen_count: ``None`` or the number of kernels to freeze, chosen at
+            random with ``seed``. At most one of ``frozen`` and
+            ``frozen_count`` may be given; with neither, the answer's five
+            kernels ``(0, 0)`` to ``(0, 4)`` are frozen.
+        seed: seed of the random choice.
+
+    Returns:
+        Boolean array of shape ``(3, 16)``, ``True`` where frozen.
+
+    Raises:
+        ValueError: both ``frozen`` and ``frozen_count`` are given, a pair
+            does not fit 3 channels and 16 filters, or ``frozen_count`` is
+            outside ``[0, 48]``.
+        TypeError: as :func:`channelconv.mask.parse_frozen`.
+
+    Example:
+
+    >>> first_layer_mask().nonzero()
+    (array([0, 0, 0, 0, 0]), array([0, 1, 2, 3, 4]))
+    >>> int(first_layer_mask(frozen_count=7, seed=1).sum())
+    7
+    """
+    if frozen is not None and frozen_count is not None:
+        raise ValueError(
+            "Give at most one of `frozen` and `frozen_count`. Received: "
+            f"frozen={frozen!r}, frozen_count={frozen_count!r}."
+        )
+    if frozen_count is not None:
+        return random_frozen_mask(IN_CHANNELS, FILTERS, frozen_count, seed=seed)
+    if frozen is None:
+        frozen = ANSWER_FROZEN
+    return np.array(
+        resolve_frozen(parse_frozen(frozen, FILTERS), IN_CHANNELS, FILTERS)
+    )
+
+
+def build_model(mask, reduction="sum", implementation="fused", kernel_size=3):
+    """The question's three-layer model with :class:`ChannelConv2D`.
+
+    Args:
+        mask: boolean ``(3, 16)`` frozen mask of the first layer.
+        reduction: the first layer's reduction (the others sum).
+        implementation: ``"fused"`` or ``"per_channel"``, for all layers.
+        kernel_size: the kernels' height and width.
+
+    Returns:
+        A ``keras.Model`` from ``(None, None, None, 3)`` images; its
+        convolutions are named ``conv1``, ``conv2``, ``conv3``.
+
+    Example:
+
+    >>> model = build_model(first_layer_mask())
+    >>> [layer.name for layer in model.layers[1:]]
+    ['conv1', 'relu1', 'conv2', 'relu2', 'conv3']
+    >>> model.count_params()
+    5088
+    """
+    inputs = keras.Input(shape=(None, None, IN_CHANNELS))
+    x = ChannelConv2D(
+        FILTERS,
+        kernel_size,
+        frozen=mask,
+        reduction=reduction,
+        implementation=implementation,
+        name="conv1",
+    )(inputs)
+    x = keras.layers.ReLU(name="relu1")(x)
+    x = ChannelConv2D(
+        FILTERS, kernel_size, implementation=implementation, name="conv2"
+    )(x)
+    x = keras.layers.ReLU(name="relu2")(x)
+    outputs = ChannelConv2D(
+        FILTERS, kernel_size, implementation=implementation, name="conv3"
+    )(x)
+    return keras.Model(inputs, outputs, name="question_model")
+
+
+def _make_task(teacher, n_train, n_eval, image_size, seed):
+    """Random images and the teacher's outputs on them, scaled to unit variance.
+
+    Returns:
+        ``(x_train, y_train, x_eval, y_eval)``, float32 NumPy arrays.
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n_train + n_eval, image_size, image_size, IN_CHANNELS))
+    x = x.astype("float32")
+    y = keras.ops.convert_to_numpy(teacher.predict(x, batch_size=256, verbose=0))
+    y = y / y[:n_train].std()
+    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+
+
+def frozen_values(layer):
+    """The frozen kernels of ``layer``, read from its effective kernel.
+
+    Args:
+        layer: a built :class:`channelconv.ChannelConv2D`.
+
+    Returns:
+        NumPy array ``kernel_size + (n_frozen,)``: ``layer.kernel[..., c, f]``
+        for every frozen ``(c, f)``.
+
+    Example:
+
+    >>> layer = ChannelConv2D(16, 3, frozen=[(0, 0), (2, 5)])
+    >>> layer.build((None, 8, 8, 3))
+    >>> values = frozen_values(layer)
+    >>> values.shape, bool((values == 0).all())
+    ((3, 3, 2), True)
+    """
+    kernel = keras.ops.convert_to_numpy(layer.kernel)
+    return kernel[..., layer.frozen_mask]
+
+
+def _parameter_rows(model):
+    """One row per convolution: name, in/out channels, kernels, parameters.
+
+    Returns:
+        A list of dicts with keys ``name``, ``channels`` (text ``"in ->
+        out"``), ``out_channels``, ``kernels``, ``frozen``, ``trainable``,
+        ``non_trainable``, ``total``.
+    """
+    rows = []
+    for layer in model.layers:
+        if not isinstance(layer, ChannelConv2D):
+            continue
+        in_channels, filters = layer.frozen_mask.shape
+        out_channels = layer.compute_output_shape((None, None, None, in_channels))[-1]
+        trainable = sum(int(np.prod(w.shape)) for w in layer.trainable_weights)
+        non_trainable = sum(int(np.prod(w.shape)) for w in layer.non_trainable_weights)
+        rows.append(
+            dict(
+                name=f"{layer.name} ({layer.reduction})",
+                channels=f"{in_channels} -> {out_channels}",
+                out_channels=out_channels,
+                kernels=in_channels * filters,
+                frozen=int(layer.frozen_mask.sum()),
+                trainable=trainable,
+                non_trainable=non_trainable,
+                total=trainable + non_trainable,
+            )
+        )
+    return rows
+
+
+def _format_table(rows):
+    """Formats :func:`_parameter_rows` as a text table with a total line."""
+    header = ("layer", "channels", "kernels", "frozen", "trainable", "non-trainable", "total")
+    keys = ("name", "channels", "kernels", "frozen", "trainable", "non_trainable", "total")
+    total = {k: sum(r[k] for r in rows) for k in keys[2:]}
+    total.update(name="total", channels="")
+    lines = [header] + [tuple(str(r[k]) for k in keys) for r in rows + [total]]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+
+    def fmt(line):
+        cells = [line[0].ljust(widths[0]), line[1].ljust(widths[1])]
+        cells += [cell.rjust(w) for cell, w in zip(line[2:], widths[2:])]
+        return "  " + "  ".join(cells).rstrip()
+
+    rule = "  " + "-" * (sum(widths) + 2 * (len(widths) - 1))
+    out = [fmt(lines[0]), rule] + [fmt(line) for line in lines[1:-1]]
+    return "\n".join(out + [rule, fmt(lines[-1])])
+
+
+def run(
+    mask,
+    reduction="sum",
+    implementation="fused",
+    epochs=DEFAULTS["epochs"],
+    steps_per_epoch=DEFAULTS["steps_per_epoch"],
+    batch_size=DEFAULTS["batch_size"],
+    image_size=DEFAULTS["image_size"],
+    kernel_size=DEFAULTS["kernel_size"],
+    learning_rate=DEFAULTS["learning_rate"],
+    seed=DEFAULTS["seed"],
+    output=DEFAULTS["output"],
+    verbose=DEFAULTS["verbose"],
+    out=None,
+):
+    """Trains, checks, saves and reloads the question's model; prints all.
+
+    ``channelconv demo`` calls it (``tests/test_cli.py`` runs it with tiny
+    settings). It sets Keras's global random seeds
+    (``keras.utils.set_random_seed(seed)``), so that a seed gives the same
+    run.
+
+    Args:
+        mask: boolean ``(3, 16)`` frozen mask of the first layer (see
+            :func:`first_layer_mask`).
+        reduction: the first layer's reduction, ``"sum"`` or ``"concat"``.
+        implementation: ``"fused"`` or ``"per_channel"``.
+        epochs: passes over the training images.
+        steps_per_epoch: batches per epoch; there are ``steps_per_epoch *
+            batch_size`` training images.
+        batch_size: images per batch.
+        image_size: height and width of the generated images.
+        kernel_size: the kernels' height and width.
+        learning_rate: Adam's learning rate.
+        seed: seeds the weights, the images and the shuffling.
+        output: path of the ``.keras`` file to write.
+        verbose: ``model.fit`` verbosity (1 = progress bar).
+        out: text stream for the report; ``sys.stdout`` by default.
+
+    Returns:
+        ``0`` if every check holds (frozen kernels exactly zero after
+        training and after reloading, counts as expected, loss decreased,
+        reloaded outputs match); ``1`` otherwise, after printing which
+        check failed to ``sys.stderr``.
+
+    Raises:
+        OSError: the model cannot be written to ``output``.
+    """
+    out = sys.stdout if out is None else out
+
+    def say(*lines):
+        for line in lines:
+            print(line, file=out)
+        out.flush()
+
+    failures = []
+
+    def check(ok, message):
+        if not ok:
+            failures.append(message)
+        return "yes" if ok else "NO"
+
+    keras.utils.set_random_seed(seed)
+    teacher = build_model(mask, reduction, implementation, kernel_size)
+    student = build_model(mask, reduction, implementation, kernel_size)
+    n_train = steps_per_epoch * batch_size
+    x_train, y_train, x_eval, y_eval = _make_task(
+        teacher, n_train, EVAL_IMAGES, image_size, seed
+    )
+    pairs = [tuple(int(i) for i in p) for p in np.argwhere(mask)]
+    say(
+        "The question's model: 3 x ChannelConv2D(16, "
+        f"{kernel_size}) with ReLU between, on 3-channel images.",
+        f"Frozen at zero in conv1: {len(pairs)} of {mask.size} kernels "
+        f"(input channel, filter): {' '.join(f'({c},{f})' for c, f in pairs) or 'none'}",
+        f"conv1 reduction: {reduction}; implementation: {implementation}.",
+        f"Task: recover a random teacher network with the same frozen kernels "
+        f"from {n_train} random {image_size}x{image_size} images "
+        f"(loss: mean squared error; {EVAL_IMAGES} held-out images).",
+        "",
+    )
+
+    student.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
+    initial_loss = float(student.evaluate(x_eval, y_eval, batch_size=256, verbose=0))
+    student.fit(
+        x_train,
+        y_train,
+        batch_size=batch_size,
+        epochs=epochs,
+        verbose=verbose,
+        shuffle=True,
+    )
+    final_loss = float(student.evaluate(x_eval, y_eval, batch_size=256, verbose=0))
+
+    conv1 = student.get_layer("conv1")
+    values = frozen_values(conv1)
+    say(
+        "",
+        "Frozen kernels after training:",
+        f"  all {values.shape[-1]} exactly zero (np.array_equal): "
+        + check(np.array_equal(values, np.zeros_like(values)), "a frozen kernel is not zero after training"),
+    )
+
+    rows = _parameter_rows(student)
+    k2 = kernel_size * kernel_size
+    expected = [
+        (row["kernels"] - row["frozen"]) * k2 + row["out_channels"]
+        for row in rows
+    ]
+    counts_ok = [r["trainable"] for r in rows] == expected and [
+        r["non_trainable"] for r in rows
+    ] == [r["frozen"] * k2 for r in rows]
+    say(
+        "",
+        "Parameters (trainable = trainable kernels x k x k + bias; "
+        "non-trainable = frozen kernels x k x k):",
+        _format_table(rows),
+        "  counts as expected and equal to model.count_params() = "
+        f"{student.count_params()}: "
+        + check(
+            counts_ok and sum(r["total"] for r in rows) == student.count_params(),
+            "the parameter counts are not the expected ones",
+        ),
+    )
+
+    say(
+        "",
+        f"Loss on the held-out images: initial {initial_loss:.4f} -> final "
+        f"{final_loss:.4f} ({final_loss / initial_loss:.1%} of initial); "
+        "decreased: "
+        + check(final_loss < initial_loss, "the loss did not decrease"),
+    )
+
+    student.save(output)
+    reloaded = keras.saving.load_model(output)
+    values = frozen_values(reloaded.get_layer("conv1"))
+    weights_equal = all(
+        np.array_equal(a, b)
+        for a, b in zip(student.get_weights(), reloaded.get_weights())
+    )
+    before = keras.ops.convert_to_numpy(student(x_eval[:8]))
+    after = keras.ops.convert_to_numpy(reloaded(x_eval[:8]))
+    diff = float(np.max(np.abs(before - after)))
+    say(
+        "",
+        f"Saved to {output} ({os.path.getsize(output) / 1024:.0f} KiB) and reloaded:",
+        "  frozen kernels exactly zero: "
+        + check(np.array_equal(values, np.zeros_like(values)), "a frozen kernel is not zero in the reloaded model"),
+        "  weights identical: " + check(weights_equal, "the reloaded weights differ"),
+        f"  outputs match (max |diff| {diff:.1e}): "
+        + check(np.allclose(before, after, rtol=1e-6, atol=1e-6), "the reloaded model's outputs differ"),
+    )
+
+    say("", _save_mask_plot(conv1, os.path.splitext(output)[0] + "_conv1_mask.png"))
+
+    if failures:
+        print(
+            f"channelconv demo: {len(failures)} check(s) failed: "
+            + "; ".join(failures),
+            file=sys.stderr,
+        )
+        return 1
+    say("", "All checks passed.")
+    return 0
+
+
+def _save_mask_plot(layer, path):
+    """Saves the layer's kernel-mask plot; says where, or why it could not."""
+    try:
+        plot_kernel_mask(layer, path)
+    except ImportError:
+        return "Kernel-mask plot skipped: install channelconv[plot] for matplotlib."
+    return f"Kernel-mask plot of conv1 saved to {path}"

@@ -1,0 +1,264 @@
+"""The ``channelconv`` command: help, usage errors, ``reproduce`` and ``demo``.
+
+Most tests call ``main(argv)`` in-process; one runs the installed entry
+point in a subprocess. Demo runs use tiny settings; their claims (frozen
+kernels exactly zero in the saved file, loss decreased, the file reloads)
+are checked here independently of what the demo printed about them.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+
+import keras
+import numpy as np
+import pytest
+
+from channelconv import cli, demo, reference
+from channelconv.mask import random_frozen_mask
+
+TINY = ["--epochs", "1", "--steps-per-epoch", "3", "--batch-size", "8", "--image-size", "10"]
+
+
+def _usage_error(capsys, argv):
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+def test_installed_entry_point_help():
+    exe = shutil.which("channelconv")
+    assert exe, "the console script `channelconv` is not installed"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run([exe, "--help"], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: channelconv")
+    assert "reproduce" in result.stdout and "demo" in result.stdout
+
+
+def test_installed_entry_point_unwritable_output_is_one_line(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run(
+        [shutil.which("channelconv") or "channelconv", "demo", "--output", "/nonexistent/dir/m.keras"],
+        capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    # TensorFlow may log start-up lines of its own before ours; ours is last.
+    assert result.stderr.strip().splitlines()[-1] == (
+        "channelconv demo: error: argument --output: directory "
+        "'/nonexistent/dir' does not exist (see 'channelconv demo --help')"
+    )
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["demo", "--help"], ["reproduce", "--help"]],
+    ids=["top", "demo", "reproduce"],
+)
+def test_help_exits_zero(capsys, argv):
+    code, out, _ = _usage_error(capsys, argv)
+    assert code == 0
+    assert out.startswith("usage: channelconv")
+
+
+def test_demo_help_lists_every_option(capsys):
+    _, out, _ = _usage_error(capsys, ["demo", "--help"])
+    for option in (
+        "--frozen", "--frozen-count", "--reduction", "--implementation", "--epochs",
+        "--steps-per-epoch", "--batch-size", "--image-size", "--kernel-size",
+        "--learning-rate", "--seed", "--output", "--verbose",
+    ):
+        assert option + " " in out
+
+
+USAGE_ERRORS = [
+    ([], r"^channelconv: error: the following arguments are required: \{reproduce,demo\}"),
+    (["train"], r"^channelconv: error: argument \{reproduce,demo\}: invalid choice: 'train'"),
+    (["reproduce", "--seed", "-1"], r"argument --seed: expected an integer >= 0, received -1"),
+    (["demo", "--epochs", "0"], r"argument --epochs: expected an integer >= 1, received 0"),
+    (["demo", "--epochs", "two"], r"argument --epochs: expected an integer >= 1, received 'two'"),
+    (["demo", "--steps-per-epoch", "0"], r"argument --steps-per-epoch: expected an integer >= 1"),
+    (["demo", "--batch-size", "0"], r"argument --batch-size: expected an integer >= 1"),
+    (["demo", "--learning-rate", "0"], r"argument --learning-rate: expected a positive number, received '0'"),
+    (["demo", "--learning-rate", "nan"], r"argument --learning-rate: expected a positive number"),
+    (["demo", "--reduction", "max"], r"argument --reduction: invalid choice: 'max'"),
+    (["demo", "--implementation", "loop"], r"argument --implementation: invalid choice: 'loop'"),
+    (["demo", "--verbose", "3"], r"argument --verbose: invalid choice: 3"),
+    (["demo", "--frozen", "0-1"], r"argument --frozen: expected comma-separated CHANNEL:FILTER pairs such as '0:0,0:1', received '0-1'"),
+    (["demo", "--frozen", "3:0"], r"argument --frozen: A pair in `frozen` names input channel 3, but the input has 3 channels"),
+    (["demo", "--frozen", "0:16"], r"argument --frozen: A pair in `frozen` names filter 16, but the layer has filters=16"),
+    (["demo", "--frozen", "0:1,0:1"], r"argument --frozen: .*\(0, 1\) twice"),
+    (["demo", "--frozen-count", "49"], r"argument --frozen-count: `count` must be between 0 and in_channels \* filters = 48\. Received: count=49"),
+    (["demo", "--frozen", "0:1", "--frozen-count", "2"], r"argument --frozen-count: not allowed with argument --frozen"),
+    (["demo", "--image-size", "6"], r"argument --image-size: three 3x3 valid convolutions need images of at least 7x7, received 6"),
+    (["demo", "--output", "/nonexistent/dir/m.keras"], r"argument --output: directory '/nonexistent/dir' does not exist"),
+    (["demo", "--output", "model.h5"], r"argument --output: the file name must end in \.keras, received 'model\.h5'"),
+]
+
+
+@pytest.mark.parametrize(
+    "argv, message", USAGE_ERRORS, ids=[" ".join(a) or "no-command" for a, _ in USAGE_ERRORS]
+)
+def test_usage_errors_are_one_line_exit_2(capsys, argv, message):
+    code, out, err = _usage_error(capsys, argv)
+    assert code == 2
+    assert out == ""
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    assert re.search(message, err), err
+    prog = "channelconv demo" if argv[:1] == ["demo"] else (
+        "channelconv reproduce" if argv[:1] == ["reproduce"] else "channelconv")
+    assert err.startswith(f"{prog}: error: ")
+    assert err.rstrip().endswith(f"(see '{prog} --help')")
+
+
+@pytest.mark.parametrize("kind", ["a directory", "parent is a file"])
+def test_output_paths_that_cannot_be_written(capsys, tmp_path, kind):
+    if kind == "a directory":
+        path = tmp_path / "dir.keras"
+        path.mkdir()
+        message = "is a directory"
+    else:
+        (tmp_path / "file").write_text("")
+        path = tmp_path / "file" / "m.keras"
+        message = "is not a directory"
+    code, _, err = _usage_error(capsys, ["demo", "--output", str(path)])
+    assert code == 2 and err.count("\n") == 1
+    assert "argument --output: " in err and message in err
+
+
+# --- reproduce ---------------------------------------------------------------
+
+
+def test_reproduce_agrees_and_shows_the_defects(capsys):
+    assert cli.main(["reproduce"]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert "TypeError: Missing required positional argument" in out
+    # Both summaries, side by side, with the answer's counts.
+    summary_rows = [line for line in out.splitlines() if "Total params: 432" in line]
+    assert len(summary_rows) == 1 and summary_rows[0].count("Total params: 432") == 2
+    assert "(AnswerConv2D)" in out and "(ChannelConv2D)" in out
+    for name in ("the answer's published summary", "AnswerConv2D", "ChannelConv2D (concat)"):
+        assert re.search(rf"{re.escape(name)}\s+432\s+387\s+45$", out, re.M)
+    assert re.search(r"c1_2\s+\(0,5\)-\(0,15\)\s+11\s+None -> never trains", out)
+    assert "non-zero gradient for 43/43 kernels" in out
+    for reduction, shape in (("sum", "(2, 6, 6, 16)"), ("concat", "(2, 6, 6, 48)")):
+        for implementation in ("fused", "per_channel"):
+            assert re.search(
+                rf"^\s+{reduction}\s+{implementation}\s+{re.escape(shape)}.*ok$", out, re.M
+            )
+    assert "FAILED" not in out
+    assert out.rstrip().endswith("All 15 checks agree.")
+
+
+def test_reproduce_exits_1_when_a_finding_does_not_hold(capsys, monkeypatch):
+    # As if a TensorFlow version gave tf.nn.conv2d a default for `strides`.
+    monkeypatch.setattr(reference, "run_answer_as_written", lambda: None)
+    assert cli.main(["reproduce"]) == 1
+    out, err = capsys.readouterr()
+    assert "it ran without error" in out
+    assert err == (
+        "channelconv reproduce: 1 of 15 checks failed: the answer as written "
+        "raises TypeError (tf.nn.conv2d needs strides)\n"
+    )
+
+
+# --- demo ------------------------------------------------------------------
+
+
+def _losses(out):
+    match = re.search(r"initial (\d+\.\d+) -> final (\d+\.\d+)", out)
+    assert match, out
+    return float(match.group(1)), float(match.group(2))
+
+
+DEMO_CASES = [
+    ([], [(0, f) for f in range(5)], "sum", 48 - 5),
+    (
+        ["--frozen", "1:2,2:15,0:0", "--reduction", "concat"],
+        [(0, 0), (1, 2), (2, 15)],
+        "concat",
+        48 - 3,
+    ),
+    (["--frozen-count", "7", "--seed", "3", "--implementation", "per_channel"], None, "sum", 48 - 7),
+]
+
+
+@pytest.mark.parametrize(
+    "extra, pairs, reduction, n_trainable",
+    DEMO_CASES,
+    ids=["default-frozen", "explicit-pairs-concat", "random-count-per-channel"],
+)
+def test_demo_trains_saves_and_keeps_frozen_kernels_zero(
+    capsys, tmp_path, extra, pairs, reduction, n_trainable
+):
+    path = tmp_path / "m.keras"
+    assert cli.main(["demo", *TINY, "--verbose", "0", "--output", str(path), *extra]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    initial, final = _losses(out)
+    assert final < initial
+    assert "All checks passed." in out
+    plot = tmp_path / "m_conv1_mask.png"
+    assert f"Kernel-mask plot of conv1 saved to {plot}" in out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    model = keras.saving.load_model(path)
+    conv1 = model.get_layer("conv1")
+    mask = conv1.frozen_mask
+    if pairs is None:
+        expected = random_frozen_mask(3, 16, 7, seed=3)
+    else:
+        expected = np.zeros((3, 16), bool)
+        expected[tuple(zip(*pairs))] = True
+    assert np.array_equal(mask, expected)
+    assert conv1.reduction == reduction
+    kernel = keras.ops.convert_to_numpy(conv1.kernel)
+    assert np.array_equal(kernel[:, :, mask], np.zeros((3, 3, int(mask.sum())), "float32"))
+    assert kernel[:, :, ~mask].reshape(9, -1).any(axis=0).all()  # every trainable kernel non-zero
+    assert conv1.trainable_kernels.shape == (3, 3, n_trainable)
+    out_channels = 48 if reduction == "concat" else 16
+    row = re.search(rf"^\s+conv1 \({reduction}\)\s+3 -> {out_channels}\s+48\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$", out, re.M)
+    assert row, out
+    assert [int(v) for v in row.groups()] == [
+        48 - n_trainable, n_trainable * 9 + out_channels, (48 - n_trainable) * 9,
+        48 * 9 + out_channels,
+    ]
+
+
+def test_demo_shows_the_progress_bar(capsys, tmp_path):
+    argv = ["demo", *TINY, "--epochs", "2", "--output", str(tmp_path / "m.keras")]
+    assert cli.main(argv) == 0
+    out = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)
+    assert "Epoch 1/2" in out and "Epoch 2/2" in out
+    assert re.search(r"3/3 ━+ .*loss: \d", out)
+
+
+def test_demo_exits_1_when_a_check_fails(capsys, tmp_path, monkeypatch):
+    # As if an optimizer had moved a frozen kernel.
+    monkeypatch.setattr(demo, "frozen_values", lambda layer: np.ones((3, 3, 5), "float32"))
+    assert cli.main(["demo", *TINY, "--verbose", "0", "--output", str(tmp_path / "m.keras")]) == 1
+    out, err = capsys.readouterr()
+    assert "all 5 exactly zero (np.array_equal): NO" in out
+    assert err == (
+        "channelconv demo: 2 check(s) failed: a frozen kernel is not zero after "
+        "training; a frozen kernel is not zero in the reloaded model\n"
+    )
+
+
+def test_demo_save_failure_is_one_line_exit_1(capsys, tmp_path, monkeypatch):
+    def refuse(self, filepath, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(filepath))
+
+    monkeypatch.setattr(keras.Model, "save", refuse)
+    path = tmp_path / "m.keras"
+    assert cli.main(["demo", *TINY, "--verbose", "0", "--output", str(path)]) == 1
+    _, err = capsys.readouterr()
+    assert err == (
+        f"channelconv demo: error: cannot save the model to '{path}': "
+        f"[Errno 13] Permission denied: '{path}'\n"
+    )
