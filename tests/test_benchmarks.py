@@ -1,0 +1,253 @@
+"""Smoke test of ``benchmarks/bench_conv.py``, and of the kernel assembly it led to.
+
+The benchmark script runs one tiny configuration for two rounds; the test
+checks the files it writes, and checks the optimizer-state figures against
+sizes computed here from the layer shapes and the frozen mask. The second
+part checks ``channelconv.ops.assemble_kernel`` (both of its layouts, with
+its hand-written gradient) against NumPy, bit for bit.
+"""
+
+import importlib.util
+import io
+import json
+import pathlib
+
+import keras
+import matplotlib.image
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from channelconv import ops
+from channelconv.mask import random_frozen_mask
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_conv.py"
+K, C, F = 3, 3, 16  # the tiny configuration: 3x3 kernels, 3 channels, 16 filters
+N_FROZEN = round(0.1 * C * F)  # the script freezes 10%, seed 0
+FLOAT32 = 4
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_conv", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_plan(bench, reductions=("sum", "concat"), modes=("train", "infer")):
+    sizes = tuple(bench.Size(r, C, F, 2, 2) for r in reductions)
+    return bench.Plan(sizes=sizes, jit=(False,), modes=modes, image=8, warmup=1,
+                      min_rounds=2, max_rounds=2, group_seconds=0.0)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(bench, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    progress = io.StringIO()
+    result = bench.run(tiny_plan(bench), str(out), "tiny", "test", stream=progress)
+    return out, result, progress.getvalue()
+
+
+def records(result, **where):
+    return [r for r in result["records"] if all(r[k] == v for k, v in where.items())]
+
+
+# --- the files ------------------------------------------------------------------
+
+
+def test_writes_json_markdown_and_png(tiny_run):
+    out, result, _ = tiny_run
+    assert json.loads((out / "tiny.json").read_text()) == json.loads(json.dumps(result))
+    assert (out / "tiny.md").read_text().startswith("# ChannelConv2D benchmark")
+    image = matplotlib.image.imread(out / "tiny.png")
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+
+
+def test_outputs_name_versions_cpu_cores_and_date(tiny_run):
+    out, result, _ = tiny_run
+    with open("/proc/cpuinfo") as f:
+        cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    markdown = (out / "tiny.md").read_text()
+    env = result["environment"]
+    assert (env["tensorflow"], env["keras"], env["cpu"]) == (tf.__version__, keras.__version__, cpu)
+    for text in (f"TensorFlow {tf.__version__}", f"Keras {keras.__version__}", cpu,
+                 f"{env['cores']} cores", env["date"][:10]):
+        assert text in markdown
+    assert env["cores"] >= 1 and len(result["load_before"]) == 3
+
+
+def test_one_record_per_variant_mode_and_jit(tiny_run, bench):
+    _, result, progress = tiny_run
+    answer = bench.AnswerConv2D is not None
+    expected = {
+        "sum": {"Conv2D", "ChannelConv2D fused", "ChannelConv2D per_channel",
+                "Conv2D + mask constraint"},
+        "concat": {"DepthwiseConv2D", "ChannelConv2D fused", "ChannelConv2D per_channel"}
+        | ({"AnswerConv2D"} if answer else set()),
+    }
+    for reduction, names in expected.items():
+        for mode in ("train", "infer"):
+            got = records(result, reduction=reduction, mode=mode)
+            assert sorted(r["variant"] for r in got) == sorted(names)
+            for r in got:
+                assert r["rounds"] == 2 and r["traces"] == 1
+                assert all(t > 0 for t in r["times_ms"])
+                if r["variant"] == r["baseline"]:
+                    assert (r["ratio"], r["extra_ms"]) == (1.0, 0.0)
+    assert progress.rstrip().splitlines()[-1].startswith("[" + "#" * 24 + "]")
+
+
+def test_times_the_kernel_assembly_of_each_shape(tiny_run):
+    _, result, _ = tiny_run
+    (assembly,) = result["assembly"]
+    assert (assembly["in_channels"], assembly["filters"]) == (C, F)
+    assert assembly["kernel_elements"] == K * K * C * F
+    assert assembly["layout"] == ("rows" if K * K * C * F >= ops.ROW_LAYOUT_MIN_SIZE
+                                  else "elements")
+    assert np.isfinite([assembly["forward_ms"], assembly["forward_backward_ms"]]).all()
+
+
+# --- optimizer state: computed here from the shapes and the mask ------------------
+
+MASK = random_frozen_mask(C, F, N_FROZEN, seed=0)
+KERNEL = K * K * C * F
+TRAINABLE_KERNELS = K * K * int((~MASK).sum())
+STATE = [  # reduction, variant, trainable parameters (kernels + bias)
+    ("sum", "Conv2D", KERNEL + F),
+    ("sum", "ChannelConv2D fused", TRAINABLE_KERNELS + F),
+    ("sum", "ChannelConv2D per_channel", TRAINABLE_KERNELS + F),
+    ("sum", "Conv2D + mask constraint", KERNEL + F),  # the full kernel
+    ("concat", "DepthwiseConv2D", KERNEL + C * F),
+    ("concat", "ChannelConv2D fused", TRAINABLE_KERNELS + C * F),
+    ("concat", "ChannelConv2D per_channel", TRAINABLE_KERNELS + C * F),
+    # the answer: 11 + 16 + 16 "trainable" 3x3 filters, no bias
+    ("concat", "AnswerConv2D", K * K * (11 + 16 + 16)),
+]
+
+
+@pytest.mark.parametrize("reduction,variant,params", STATE,
+                         ids=[f"{r}-{v}" for r, v, _ in STATE])
+def test_adam_state_is_two_float32_per_trainable_parameter(tiny_run, bench, reduction,
+                                                           variant, params):
+    if variant == "AnswerConv2D" and bench.AnswerConv2D is None:
+        pytest.skip("channelconv.reference.AnswerConv2D is not available")
+    _, result, _ = tiny_run
+    assert N_FROZEN == 5 and MASK.sum() == 5
+    for r in records(result, reduction=reduction, variant=variant):
+        assert r["n_frozen"] == N_FROZEN
+        assert r["trainable_params"] == params
+        assert r["optimizer_state_bytes"] == 2 * FLOAT32 * params
+
+
+def test_mask_constraint_zeroes_exactly_the_frozen_kernels(bench):
+    kernel = np.random.default_rng(0).standard_normal((K, K, C, F)).astype("float32")
+    constrained = keras.ops.convert_to_numpy(bench.KernelMask(~MASK)(kernel))
+    assert np.array_equal(constrained[:, :, MASK], np.zeros((K, K, N_FROZEN), "float32"))
+    assert np.array_equal(constrained[:, :, ~MASK], kernel[:, :, ~MASK])
+
+
+# --- summaries --------------------------------------------------------------------
+
+TARGETS = [  # reduction, mode, ratio, met
+    ("sum", "train", 1.049, True),
+    ("sum", "train", 1.051, False),
+    ("sum", "infer", 1.029, True),
+    ("sum", "infer", 1.031, False),
+    ("concat", "train", 1.049, True),
+    ("concat", "infer", 1.051, False),
+]
+
+
+@pytest.mark.parametrize("reduction,mode,ratio,met", TARGETS,
+                         ids=[f"{r}-{m}-{x}" for r, m, x, _ in TARGETS])
+def test_target_check(bench, reduction, mode, ratio, met):
+    record = dict(reduction=reduction, in_channels=3, filters=16, batch=2, mode=mode,
+                  jit_compile=False, ratio=ratio, extra_ms=0.1, variant="ChannelConv2D fused")
+    other = dict(record, variant="Conv2D", ratio=2.0)
+    (check,) = bench.target_checks([record, other])
+    assert check["met"] is met
+
+
+@pytest.mark.parametrize("exponent", [1.0, 2.0], ids=["linear", "quadratic"])
+def test_per_channel_scaling_slope(bench, exponent):
+    rows = []
+    for c in (3, 16, 64):
+        for variant, scale in (("ChannelConv2D fused", 1.0), ("ChannelConv2D per_channel", 5.0)):
+            ms = scale * c**exponent
+            rows.append(dict(reduction="sum", filters=16, mode="train", jit_compile=False,
+                             variant=variant, in_channels=c, ms_per_image=ms,
+                             median_ms=ms, times_ms=[ms, ms]))
+    (item,) = bench.per_channel_scaling(rows)
+    assert item["slope_per_channel"] == pytest.approx(exponent)
+    assert item["per_channel_over_fused"] == pytest.approx([5.0, 5.0, 5.0])
+
+
+def test_cli_writes_the_quick_files(bench, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "QUICK", tiny_plan(bench, ("sum",), ("infer",)))
+    bench.main(["--quick", "--out", str(tmp_path)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "bench_conv_quick.json", "bench_conv_quick.md", "bench_conv_quick.png"]
+    assert f"TensorFlow {tf.__version__}" in capsys.readouterr().out
+
+    markdown, png = tmp_path / "bench_conv_quick.md", tmp_path / "bench_conv_quick.png"
+    before = markdown.read_text()
+    markdown.unlink()
+    png.unlink()
+    bench.main(["--report", str(tmp_path / "bench_conv_quick.json")])
+    assert markdown.read_text() == before and png.exists()
+
+
+# --- kernel assembly: both layouts, value and gradient, against NumPy --------------
+
+LAYOUTS = {"elements": 10**12, "rows": 1}  # ROW_LAYOUT_MIN_SIZE forcing each path
+ASSEMBLY = [  # in_channels, filters, frozen count
+    (3, 16, 5),
+    (4, 5, 19),
+    (2, 3, 1),
+]
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("mode", ["eager", "graph", "jit"])
+@pytest.mark.parametrize("channels,filters,n_frozen", ASSEMBLY,
+                         ids=[f"{c}x{f}-{n}frozen" for c, f, n in ASSEMBLY])
+def test_assemble_kernel_and_its_gradient_match_numpy(monkeypatch, layout, mode, channels,
+                                                       filters, n_frozen):
+    monkeypatch.setattr(ops, "ROW_LAYOUT_MIN_SIZE", LAYOUTS[layout])
+    mask = random_frozen_mask(channels, filters, n_frozen, seed=1).reshape(-1)
+    shape = (3, 2, channels, filters)
+    rng = np.random.default_rng(0)
+    trainable = tf.Variable(rng.standard_normal((3, 2, int((~mask).sum()))).astype("float32"))
+    frozen = tf.Variable(rng.standard_normal((3, 2, int(mask.sum()))).astype("float32"))
+    upstream = rng.standard_normal(shape).astype("float32")
+    _, _, index = ops.assembly_index(mask.reshape(channels, filters))
+
+    def assemble():
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(frozen)
+            kernel = ops.assemble_kernel(trainable, frozen, index, shape)
+            loss = tf.reduce_sum(kernel * upstream)
+        return kernel, tape.gradient(loss, trainable), tape.gradient(loss, frozen)
+
+    if mode != "eager":
+        assemble = tf.function(assemble, jit_compile=mode == "jit")
+    kernel, d_trainable, d_frozen = (keras.ops.convert_to_numpy(t) for t in assemble())
+
+    expected = np.empty((3, 2, channels * filters), "float32")
+    expected[..., ~mask] = trainable.numpy()
+    expected[..., mask] = frozen.numpy()
+    flat_upstream = upstream.reshape(3, 2, -1)
+    assert index is not None
+    assert np.array_equal(kernel, expected.reshape(shape))
+    assert np.array_equal(d_trainable, flat_upstream[..., ~mask])
+    assert np.array_equal(d_frozen, flat_upstream[..., mask])
+
+
+def test_assemble_kernel_casts_frozen_to_the_trainable_dtype():
+    mask = np.array([[False, True, False]])
+    _, _, index = ops.assembly_index(mask)
+    kernel = ops.assemble_kernel(tf.constant([[[1.5, 2.5]]], "float16"),
+                                 tf.constant([[[7.0]]], "float32"), index, (1, 1, 1, 3))
+    assert kernel.dtype == tf.float16
+    assert kernel.numpy().reshape(-1).tolist() == [1.5, 7.0, 2.5]
