@@ -3,7 +3,7 @@
 Run from the repository root, with the ``bench`` extra installed
 (``pip install -e ".[bench]"``)::
 
-    python benchmarks/bench_conv.py            # full run, about 15 min on 2 cores
+    python benchmarks/bench_conv.py            # full run, about 14 min on 2 cores
     python benchmarks/bench_conv.py --quick    # a smaller run, under a minute
 
 It writes ``bench_conv.json``, ``bench_conv.md`` and ``bench_conv.png``
@@ -123,7 +123,7 @@ class Plan:
     kernel: int = 3
     frozen_fraction: float = 0.1
     warmup: int = 2
-    min_rounds: int = 5
+    min_rounds: int = 4
     max_rounds: int = 61
     group_seconds: float = 2.5
     seed: int = 0
@@ -315,9 +315,10 @@ class Entry:
 def _call(step, x):
     start = time.perf_counter()
     out = step() if x is None else step(x)
-    # CPU execution is synchronous; touching the result costs nothing and
+    # CPU execution is synchronous; touching the results costs nothing and
     # guards against a lazily finished output.
-    out.shape  # noqa: B018
+    for tensor in tf.nest.flatten(out):
+        tensor.shape  # noqa: B018
     return time.perf_counter() - start
 
 
@@ -416,14 +417,19 @@ def time_assembly(plan, rng, calls=150):
 
         def backward(read, var):
             with tf.GradientTape() as tape:
-                loss = tf.reduce_sum(read() * upstream)
-            return tape.gradient(loss, var)
+                kernel = read()
+                loss = tf.reduce_sum(kernel * upstream)
+            # the kernel is returned too: the gradient alone does not need it
+            return kernel, tape.gradient(loss, var)
+
+        def compiled(fn):
+            return tf.function(fn, autograph=False)
 
         fns = {
-            "plain forward": tf.function(lambda: tf.identity(dense)),
-            "forward": tf.function(lambda layer=layer: layer.kernel),
-            "plain backward": tf.function(lambda: backward(lambda: dense, dense)),
-            "backward": tf.function(lambda layer=layer: backward(
+            "plain forward": compiled(lambda: tf.identity(dense)),
+            "forward": compiled(lambda layer=layer: layer.kernel),
+            "plain backward": compiled(lambda: backward(lambda: dense, dense)),
+            "backward": compiled(lambda layer=layer: backward(
                 lambda: layer.kernel, layer.trainable_kernels)),
         }
         times = {k: [] for k in fns}
@@ -831,9 +837,12 @@ def plot(result, path):
                         continue
                     color = colors.setdefault(v.name, f"C{len(colors)}")
                     xs, ys = zip(*pts)
+                    # the baseline drawn wide and pale, so that a variant on it shows
+                    style = (dict(linewidth=5, alpha=0.4, zorder=1)
+                             if v.name == BASELINES[red] else dict(linewidth=1.5, zorder=2))
                     ax.plot(xs, ys, marker="o" if len(xs) > 1 else "s", color=color,
                             linestyle="--" if jit else "-",
-                            label=f"{v.name}{' (jit)' if jit else ''}")
+                            label=f"{v.name}{' (jit)' if jit else ''}", **style)
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.set_xticks(channels, [str(c) for c in channels])
