@@ -3,9 +3,16 @@
 Every helper raises ``TypeError`` for a value of the wrong type and
 ``ValueError`` for a value of the right type that is out of range, and the
 message names the argument, what was expected and what was received.
+
+String options (:func:`choice`) are case-insensitive, as Keras's
+``padding`` and ``data_format`` are, and are returned in lower case, the
+form the layers store and ``get_config`` writes. A value of another type is
+refused, never converted with ``str()``.
 """
 
 import numbers
+
+import numpy as np
 
 
 def is_int(value):
@@ -55,11 +62,49 @@ def int_tuple(value, rank, name):
     return tuple(int(v) for v in items)
 
 
-def choice(value, allowed, name):
-    """Returns ``value`` after checking that it is one of ``allowed``."""
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(
-            f"`{name}` must be one of {sorted(allowed)}. "
-            f"Received: {name}={value!r}."
+def boolean(value, name):
+    """Returns ``value`` (a Python or NumPy bool) as a Python ``bool``.
+
+    Example:
+
+    >>> boolean(np.True_, "use_bias")
+    True
+    >>> boolean(1, "use_bias")
+    Traceback (most recent call last):
+        ...
+    TypeError: `use_bias` must be a bool. Received: use_bias=1 of type int.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"`{name}` must be a bool. "
+            f"Received: {name}={value!r} of type {type(value).__name__}."
         )
-    return value
+    return bool(value)
+
+
+def choice(value, allowed, name):
+    """Returns ``value``, lower-cased, after checking it is one of ``allowed``.
+
+    ``allowed`` holds lower-case strings; ``value`` matches case-insensitively.
+
+    Example:
+
+    >>> choice("Channels_First", ("channels_last", "channels_first"), "data_format")
+    'channels_first'
+    >>> choice(1, ("valid", "same"), "padding")
+    Traceback (most recent call last):
+        ...
+    TypeError: `padding` must be one of ['same', 'valid']. Received: padding=1 of type int.
+    >>> choice("causal", ("valid", "same"), "padding")
+    Traceback (most recent call last):
+        ...
+    ValueError: `padding` must be one of ['same', 'valid']. Received: padding='causal'.
+    """
+    expected = f"`{name}` must be one of {sorted(allowed)}."
+    if not isinstance(value, str):
+        raise TypeError(
+            f"{expected} Received: {name}={value!r} of type {type(value).__name__}."
+        )
+    if value.lower() not in allowed:
+        raise ValueError(f"{expected} Received: {name}={value!r}.")
+    return value.lower()

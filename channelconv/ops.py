@@ -6,9 +6,13 @@ kernel of shape ``kernel_size + (in_channels, filters)``, and
 :func:`convolve` applies it with either reduction and either implementation.
 """
 
+import functools
+
 import numpy as np
 import tensorflow as tf
 from keras import ops
+
+from channelconv import routing
 
 REDUCTIONS = ("sum", "concat")
 IMPLEMENTATIONS = ("fused", "per_channel")
@@ -149,17 +153,24 @@ def split_kernel(kernel, trainable_positions, frozen_positions):
     return flat[..., trainable_positions], flat[..., frozen_positions]
 
 
+@routing.channels_last
 def convolve(
     inputs,
     kernel,
     reduction="sum",
     implementation="fused",
+    *,
     strides=1,
     padding="valid",
     dilation_rate=1,
     data_format="channels_last",
 ):
     """Convolves ``inputs`` with a full kernel, per input channel.
+
+    Runs on every CPU, with oneDNN on or off, for every option: the
+    convolutions go through :mod:`channelconv.routing`, which rewrites what
+    a backend kernel refuses (``channels_first`` on TensorFlow's CPU kernels,
+    unequal depthwise strides without oneDNN) into what it accepts.
 
     Args:
         inputs: tensor of rank ``len(kernel_size) + 2``.
@@ -173,7 +184,10 @@ def convolve(
             ``"per_channel"``: one convolution per input channel on its bank of
             ``filters`` kernels, then the reduction (the StackOverflow
             answer's computation).
-        strides, padding, dilation_rate, data_format: as for ``Conv2D``.
+        strides, dilation_rate: int or tuple of ``len(kernel_size)`` ints, as
+            for ``Conv2D`` (keyword-only, like ``padding`` and
+            ``data_format``).
+        padding, data_format: as for ``Conv2D``.
 
     Returns:
         The output tensor (no bias, no activation).
@@ -186,28 +200,33 @@ def convolve(
     TensorShape([1, 2, 2, 2])
     >>> convolve(x, k, "concat", "per_channel").shape
     TensorShape([1, 2, 2, 6])
+    >>> convolve(tf.ones((1, 3, 5, 4)), k, "concat", strides=(2, 1),
+    ...          data_format="channels_first").shape
+    TensorShape([1, 6, 2, 2])
     """
+    rank = len(kernel.shape) - 2
     conv_args = dict(
-        strides=strides,
+        strides=_tuple(strides, rank),
         padding=padding,
-        dilation_rate=dilation_rate,
-        data_format=data_format,
+        dilation_rate=_tuple(dilation_rate, rank),
     )
     if implementation == "fused":
         if reduction == "sum":
-            return ops.conv(inputs, kernel, **conv_args)
-        return ops.depthwise_conv(inputs, kernel, **conv_args)
+            return routing.conv(inputs, kernel, **conv_args)
+        return routing.depthwise_conv(inputs, kernel, **conv_args)
 
-    channel_axis = -1 if data_format == "channels_last" else 1
     in_channels = kernel.shape[-2]
-    outputs = []
-    for c in range(in_channels):
-        channel = _slice_channel(inputs, c, channel_axis)
-        bank = kernel[..., c : c + 1, :]
-        outputs.append(ops.conv(channel, bank, **conv_args))
+    outputs = [
+        routing.conv(inputs[..., c : c + 1], kernel[..., c : c + 1, :], **conv_args)
+        for c in range(in_channels)
+    ]
     if reduction == "sum":
-        return tf.math.add_n(outputs)
-    return ops.concatenate(outputs, axis=channel_axis)
+        return functools.reduce(ops.add, outputs)
+    return ops.concatenate(outputs, axis=-1)
+
+
+def _tuple(value, rank):
+    return (value,) * rank if isinstance(value, int) else tuple(value)
 
 
 def add_bias(outputs, bias, data_format="channels_last"):
@@ -238,9 +257,3 @@ def add_bias(outputs, bias, data_format="channels_last"):
     tf_format = "N...C" if data_format == "channels_last" else "NC..."
     bias = ops.cast(bias, outputs.dtype)
     return tf.nn.bias_add(outputs, bias, data_format=tf_format)
-
-
-def _slice_channel(inputs, c, channel_axis):
-    if channel_axis == -1:
-        return inputs[..., c : c + 1]
-    return inputs[:, c : c + 1]

@@ -5,7 +5,8 @@
 config round-trip, ``.keras`` save/load, symbolic and eager call, one ``fit``
 step. :func:`numpy_conv` is a direct-loop NumPy convolution and
 :func:`keras_reference` a Keras ``Conv2D`` / ``DepthwiseConv2D`` loaded with a
-layer's effective kernel; tests compare the layer against them.
+layer's effective kernel, and :func:`keras_output` runs such a layer on every
+CPU; tests compare the layer against them.
 """
 
 import math
@@ -60,27 +61,11 @@ def numpy_conv(
     kernel = np.asarray(kernel, dtype=np.float64)
     if data_format == "channels_first":
         x = x.transpose(0, 2, 3, 1)
-    n, height, width, channels = x.shape
+    n, _, _, channels = x.shape
     kh, kw, kc, filters = kernel.shape
     assert kc == channels
     (sh, sw), (dh, dw) = strides, dilation_rate
-    span_h, span_w = (kh - 1) * dh + 1, (kw - 1) * dw + 1
-    if padding == "same":
-        out_h, out_w = math.ceil(height / sh), math.ceil(width / sw)
-        pad_h = max((out_h - 1) * sh + span_h - height, 0)
-        pad_w = max((out_w - 1) * sw + span_w - width, 0)
-        x = np.pad(
-            x,
-            (
-                (0, 0),
-                (pad_h // 2, pad_h - pad_h // 2),
-                (pad_w // 2, pad_w - pad_w // 2),
-                (0, 0),
-            ),
-        )
-    else:
-        out_h = (height - span_h) // sh + 1
-        out_w = (width - span_w) // sw + 1
+    x, (out_h, out_w), _ = _pad_input(x, (kh, kw), strides, padding, dilation_rate)
     out_channels = filters if reduction == "sum" else channels * filters
     out = np.zeros((n, out_h, out_w, out_channels))
     for i in range(out_h):
@@ -102,11 +87,66 @@ def numpy_conv(
     return out
 
 
+def onednn_enabled():
+    """Whether TensorFlow runs its oneDNN CPU kernels in this process.
+
+    TensorFlow turns oneDNN on by default on CPUs with AVX-512 and off on
+    others; ``TF_ENABLE_ONEDNN_OPTS`` overrides it. The answer comes from
+    TensorFlow itself (a private function, the only one that knows), with
+    the environment variable as the fallback.
+    """
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:  # pragma: no cover - private API moved
+        import os
+
+        return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") == "1"
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def keras_can_run(conv):
+    """Whether a Keras convolution layer can compute on this CPU at all.
+
+    ``DepthwiseConv2D`` with unequal strides needs oneDNN
+    (``DepthwiseConv2dNative`` refuses it otherwise). The channels-first
+    limit is avoided by :func:`keras_output`, which computes channels-last.
+    """
+    depthwise = isinstance(conv, keras.layers.DepthwiseConv2D)
+    return not depthwise or len(set(conv.strides)) == 1 or onednn_enabled()
+
+
+def keras_output(conv, x):
+    """The output of a built Keras ``Conv2D`` / ``DepthwiseConv2D`` on ``x``.
+
+    Computed channels-last (TensorFlow's CPU kernels without oneDNN take
+    nothing else): a ``channels_first`` layer is cloned with
+    ``data_format="channels_last"`` and the same weights, and ``x`` and the
+    output are transposed around it.
+
+    Returns:
+        A NumPy array, or ``None`` where Keras's layer cannot compute the
+        configuration on this CPU (see :func:`keras_can_run`): NumPy is then
+        the only reference.
+    """
+    if not keras_can_run(conv):
+        return None
+    if conv.data_format == "channels_last":
+        return to_numpy(conv(x))
+    clone = type(conv).from_config(dict(conv.get_config(), data_format="channels_last"))
+    channels = conv.kernel.shape[-2]
+    clone.build((None,) * (len(conv.kernel.shape) - 1) + (channels,))
+    clone.set_weights(conv.get_weights())
+    rank = len(x.shape) - 2
+    y = to_numpy(clone(np.transpose(x, (0, *range(2, rank + 2), 1))))
+    return np.transpose(y, (0, rank + 1, *range(1, rank + 1)))
+
+
 def keras_reference(layer, input_shape):
     """A Keras ``Conv2D`` (sum) or ``DepthwiseConv2D`` (concat) equal in intent.
 
     It gets the same options as ``layer`` and is loaded with ``layer.kernel``
     (reshaped to Keras's depthwise layout for concat) and ``layer.bias``.
+    Compute its output with :func:`keras_output`, which runs on every CPU.
     """
     common = dict(
         kernel_size=layer.kernel_size,
@@ -232,3 +272,97 @@ def run_layer_test(
                 after["trainable_kernels"], before["trainable_kernels"]
             )
     return model
+
+
+def _pad_input(x, kernel_size, strides, padding, dilation_rate):
+    """Pads an ``(N, H, W, C)`` input as TensorFlow does for ``padding``.
+
+    Returns:
+        ``(padded, (out_h, out_w), (pad_top, pad_left))``; ``"same"`` gives
+        ``ceil(size / stride)`` outputs with the extra pad at the bottom/right.
+    """
+    height, width = x.shape[1:3]
+    spans = [(k - 1) * d + 1 for k, d in zip(kernel_size, dilation_rate)]
+    if padding == "valid":
+        out = tuple(
+            (size - span) // s + 1
+            for size, span, s in zip((height, width), spans, strides)
+        )
+        return x, out, (0, 0)
+    out = (math.ceil(height / strides[0]), math.ceil(width / strides[1]))
+    pads = [
+        max((o - 1) * s + span - size, 0)
+        for o, s, span, size in zip(out, strides, spans, (height, width))
+    ]
+    widths = ((0, 0),) + tuple((p // 2, p - p // 2) for p in pads) + ((0, 0),)
+    padded = np.pad(x, widths)
+    return padded, out, (pads[0] // 2, pads[1] // 2)
+
+
+def numpy_conv_gradients(
+    x,
+    kernel,
+    upstream,
+    reduction="sum",
+    strides=(1, 1),
+    padding="valid",
+    dilation_rate=(1, 1),
+    data_format="channels_last",
+):
+    """Gradients of ``sum(numpy_conv(x, kernel, ...) * upstream)``, in float64.
+
+    The adjoint of :func:`numpy_conv`'s loop, written from the same
+    definition: where the convolution adds ``pixel @ tap`` to output pixel
+    ``(i, j)``, the kernel gradient gets ``pixel.T @ g[i, j]`` and the
+    (padded) input gradient ``g[i, j] @ tap.T``; for ``"concat"`` output
+    ``c * F + f`` only input channel ``c`` and kernel ``(c, f)`` meet. The
+    padded input gradient is cropped back to the input. The bias gradient is
+    ``upstream`` summed over all but the channel axis.
+
+    Args:
+        x: input array, ``(N, H, W, C)`` or ``(N, C, H, W)``.
+        kernel: full kernel ``(kh, kw, C, F)``.
+        upstream: the gradient of the loss w.r.t. the output, in
+            ``data_format``.
+        reduction, strides, padding, dilation_rate, data_format: as for
+            :func:`numpy_conv`.
+
+    Returns:
+        ``(d_input, d_kernel, d_bias)``: ``d_input`` in ``data_format``,
+        ``d_kernel`` of the full kernel's shape, ``d_bias`` one entry per
+        output channel.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    kernel = np.asarray(kernel, dtype=np.float64)
+    g = np.asarray(upstream, dtype=np.float64)
+    if data_format == "channels_first":
+        x, g = x.transpose(0, 2, 3, 1), g.transpose(0, 2, 3, 1)
+    n, height, width, channels = x.shape
+    kh, kw, _, filters = kernel.shape
+    (sh, sw), (dh, dw) = strides, dilation_rate
+    padded, (out_h, out_w), (top, left) = _pad_input(
+        x, (kh, kw), strides, padding, dilation_rate
+    )
+    assert g.shape[1:3] == (out_h, out_w)
+    d_padded = np.zeros_like(padded)
+    d_kernel = np.zeros_like(kernel)
+    for i in range(out_h):
+        for j in range(out_w):
+            for a in range(kh):
+                for b in range(kw):
+                    r, s = i * sh + a * dh, j * sw + b * dw
+                    pixel = padded[:, r, s, :]  # (n, C)
+                    tap = kernel[a, b]  # (C, F)
+                    if reduction == "sum":
+                        g_ij = g[:, i, j, :]  # (n, F)
+                        d_kernel[a, b] += pixel.T @ g_ij
+                        d_padded[:, r, s, :] += g_ij @ tap.T
+                    else:
+                        g_ij = g[:, i, j, :].reshape(n, channels, filters)
+                        d_kernel[a, b] += np.einsum("nc,ncf->cf", pixel, g_ij)
+                        d_padded[:, r, s, :] += np.einsum("ncf,cf->nc", g_ij, tap)
+    d_input = d_padded[:, top : top + height, left : left + width, :]
+    d_bias = g.sum(axis=(0, 1, 2))
+    if data_format == "channels_first":
+        d_input = d_input.transpose(0, 3, 1, 2)
+    return d_input, d_kernel, d_bias

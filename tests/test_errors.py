@@ -147,8 +147,43 @@ CONSTRUCTION = [
     _case(
         "padding-not-str",
         dict(padding=1),
+        TypeError,
+        r"`padding` must be one of \['same', 'valid'\]\. "
+        r"Received: padding=1 of type int",
+    ),
+    _case(
+        "padding-bytes",
+        dict(padding=b"same"),
+        TypeError,
+        r"`padding` must be one of \['same', 'valid'\]\. "
+        r"Received: padding=b'same' of type bytes",
+    ),
+    _case(
+        "data_format-not-str",
+        dict(data_format=0),
+        TypeError,
+        r"`data_format` must be one of \['channels_first', 'channels_last'\]\. "
+        r"Received: data_format=0 of type int",
+    ),
+    _case(
+        "reduction-none",
+        dict(reduction=None),
+        TypeError,
+        r"`reduction` must be one of \['concat', 'sum'\]\. "
+        r"Received: reduction=None of type NoneType",
+    ),
+    _case(
+        "implementation-not-str",
+        dict(implementation=1),
+        TypeError,
+        r"`implementation` must be one of \['fused', 'per_channel'\]\. "
+        r"Received: implementation=1 of type int",
+    ),
+    _case(
+        "reduction-unknown-mixed-case",
+        dict(reduction="Mean"),
         ValueError,
-        r"`padding` must be one of \['same', 'valid'\]\. Received: padding=1",
+        r"`reduction` must be one of \['concat', 'sum'\]\. Received: reduction='Mean'",
     ),
     _case(
         "data_format-unknown",
@@ -162,6 +197,19 @@ CONSTRUCTION = [
         dict(use_bias="yes"),
         TypeError,
         r"`use_bias` must be a bool\. Received: use_bias='yes'",
+    ),
+    _case(
+        "use_bias-int",
+        dict(use_bias=1),
+        TypeError,
+        r"`use_bias` must be a bool\. Received: use_bias=1 of type int",
+    ),
+    _case(
+        "use_bias-bool-array",
+        dict(use_bias=np.array([True])),
+        TypeError,
+        r"`use_bias` must be a bool\. Received: use_bias=array\(\[ True\]\) "
+        r"of type ndarray",
     ),
     # frozen, checkable without the input
     _case(
@@ -234,6 +282,13 @@ CONSTRUCTION = [
         r"Received: a mask of shape \(16,\)",
     ),
     _case(
+        "frozen-mask-no-rows",
+        dict(frozen=np.zeros((0, 16), dtype=bool)),
+        ValueError,
+        r"`frozen` given as a boolean mask must have a row per input channel, at "
+        r"least one\. Received: a mask of shape \(0, 16\)",
+    ),
+    _case(
         "frozen-mask-float",
         dict(frozen=np.zeros((3, 16))),
         TypeError,
@@ -250,9 +305,187 @@ CONSTRUCTION = [
     _case(
         "frozen-list-of-rows-not-bool",
         dict(frozen=[[0] * 16, [1] * 16]),
+        TypeError,
+        r"`frozen` given as nested lists of rows of length filters=16 is a mask, "
+        r"and a mask must hold booleans \(True = frozen\)\. "
+        r"Received: row 0 = \[0, 0,.*\] holding int",
+    ),
+    _case(
+        "frozen-list-of-float-rows",
+        dict(frozen=[[0.0] * 16] * 3),
+        TypeError,
+        r"a mask must hold booleans \(True = frozen\)\. "
+        r"Received: row 0 = \[0\.0, 0\.0,.*\] holding float",
+    ),
+    _case(
+        "frozen-ragged-bool-mask",
+        dict(frozen=[[True, False], [True]]),
         ValueError,
-        r"Each entry of `frozen` must be an \(input_channel, filter\) pair\. "
-        r"Received: \[0, 0,",
+        r"`frozen` given as nested lists of booleans is a mask, and its rows must "
+        r"all have length filters=16\. Received: rows of lengths \[2, 1\]",
+    ),
+    _case(
+        "frozen-ragged-bool-mask-right-first-row",
+        dict(frozen=[[False] * 16, [True] * 15]),
+        ValueError,
+        r"its rows must all have length filters=16\. "
+        r"Received: rows of lengths \[16, 15\]",
+    ),
+    _case(
+        "frozen-bool-mask-with-non-row",
+        dict(frozen=[[False] * 16, True]),
+        ValueError,
+        r"its rows must all have length filters=16\. "
+        r"Received: rows of lengths \[16, True \(not a row\)\]",
+    ),
+    _case(
+        "frozen-bool-mask-mixed-with-ints",
+        dict(frozen=[[True] + [0] * 15] * 3),
+        TypeError,
+        r"a mask must hold booleans \(True = frozen\)\. "
+        r"Received: row 0 = \[True, 0,.*\] holding int",
+    ),
+    _case(
+        "frozen-list-of-0d-arrays",
+        dict(frozen=[np.array(0), np.array(1)]),
+        TypeError,
+        r"Received an entry array\(0\) that is not a pair",
+    ),
+    _case(
+        "frozen-nested-list-3d",
+        dict(frozen=np.zeros((3, 16, 1), dtype=bool).tolist()),
+        ValueError,
+        r"must have shape \(in_channels, filters=16\)\. "
+        r"Received: a mask of shape \(3, 16, 1\)",
+    ),
+    _case(
+        "frozen-mask-3d",
+        dict(frozen=np.zeros((3, 16, 1), dtype=bool)),
+        ValueError,
+        r"must have shape \(in_channels, filters=16\)\. "
+        r"Received: a mask of shape \(3, 16, 1\)",
+    ),
+    _case(
+        "frozen-mask-0d",
+        dict(frozen=np.array(True)),
+        ValueError,
+        r"must have shape \(in_channels, filters=16\)\. "
+        r"Received: a mask of shape \(\)",
+    ),
+    _case(
+        "frozen-int-array-0d",
+        dict(frozen=np.array(3)),
+        TypeError,
+        r"must be a boolean mask.*Received: an array of dtype int64 and shape \(\)",
+    ),
+    # frozen in the compact form get_config writes
+    _case(
+        "frozen-config-unknown-key",
+        dict(frozen={"shape": [3, 16], "rows": ["0000"] * 3, "count": 0}),
+        ValueError,
+        r"`frozen` given as a dict must be the form get_config writes, with exactly "
+        r"the keys \['rows', 'shape'\]\. Received: keys \['count', 'rows', 'shape'\]",
+    ),
+    _case(
+        "frozen-config-missing-rows",
+        dict(frozen={"shape": [3, 16]}),
+        ValueError,
+        r"with exactly the keys \['rows', 'shape'\]\. Received: keys \['shape'\]",
+    ),
+    _case(
+        "frozen-config-shape-not-list",
+        dict(frozen={"shape": "3x16", "rows": ["0000"] * 3}),
+        TypeError,
+        r"`frozen\['shape'\]` must be a list of two positive integers "
+        r"\[in_channels, filters\]\. Received: '3x16' of type str",
+    ),
+    _case(
+        "frozen-config-shape-float",
+        dict(frozen={"shape": [3.0, 16], "rows": ["0000"] * 3}),
+        TypeError,
+        r"`frozen\['shape'\]` must be a list of two positive integers "
+        r"\[in_channels, filters\]\. Received: \[3\.0, 16\]",
+    ),
+    _case(
+        "frozen-config-shape-three-entries",
+        dict(frozen={"shape": [3, 16, 1], "rows": ["0000"] * 3}),
+        ValueError,
+        r"`frozen\['shape'\]` must be a list of two positive integers "
+        r"\[in_channels, filters\]\. Received: \[3, 16, 1\]",
+    ),
+    _case(
+        "frozen-config-shape-zero-channels",
+        dict(frozen={"shape": [0, 16], "rows": []}),
+        ValueError,
+        r"`frozen\['shape'\]` must be a list of two positive integers "
+        r"\[in_channels, filters\]\. Received: \[0, 16\]",
+    ),
+    _case(
+        "frozen-config-shape-wrong-filters",
+        dict(frozen={"shape": [3, 8], "rows": ["00"] * 3}),
+        ValueError,
+        r"`frozen\['shape'\]` must be \[in_channels, filters=16\]\. "
+        r"Received: \[3, 8\]",
+    ),
+    _case(
+        "frozen-config-rows-str",
+        dict(frozen={"shape": [1, 16], "rows": "0000"}),
+        TypeError,
+        r"`frozen\['rows'\]` must be a list of hex strings, one per input channel\. "
+        r"Received: '0000' of type str",
+    ),
+    _case(
+        "frozen-config-row-not-str",
+        dict(frozen={"shape": [2, 16], "rows": ["0000", 0]}),
+        TypeError,
+        r"`frozen\['rows'\]` must be a list of hex strings, one per input channel\. "
+        r"Received: row 1 = 0 of type int",
+    ),
+    _case(
+        "frozen-config-wrong-row-count",
+        dict(frozen={"shape": [3, 16], "rows": ["0000"] * 2}),
+        ValueError,
+        r"`frozen\['rows'\]` must hold one row per input channel, 3 for "
+        r"shape \[3, 16\]\. Received: 2 rows",
+    ),
+    _case(
+        "frozen-config-hex-too-short",
+        dict(frozen={"shape": [2, 16], "rows": ["0000", "f8"]}),
+        ValueError,
+        r"Each row of `frozen\['rows'\]` must be 4 hex digits for filters=16 "
+        r"\(filter 0 is the most significant bit of the first digit\)\. "
+        r"Received: row 1 = 'f8'",
+    ),
+    _case(
+        "frozen-config-not-hex",
+        dict(frozen={"shape": [1, 16], "rows": ["f8zz"]}),
+        ValueError,
+        r"must be 4 hex digits.*Received: row 0 = 'f8zz'",
+    ),
+    _case(
+        "frozen-config-hex-with-space",
+        dict(frozen={"shape": [1, 16], "rows": ["f8 0"]}),
+        ValueError,
+        r"must be 4 hex digits.*Received: row 0 = 'f8 0'",
+    ),
+    _case(
+        "frozen-config-blank-row",
+        dict(frozen={"shape": [1, 4], "rows": ["  "]}, filters=4),
+        ValueError,
+        r"must be 2 hex digits for filters=4 .*Received: row 0 = '  '",
+    ),
+    _case(
+        "frozen-config-non-ascii-digit",
+        dict(frozen={"shape": [1, 4], "rows": ["\u06630"]}, filters=4),
+        ValueError,
+        r"must be 2 hex digits for filters=4 .*Received: row 0 = '\u06630'",
+    ),
+    _case(
+        "frozen-config-bits-past-filters",
+        dict(frozen={"shape": [1, 15], "rows": ["0001"]}, filters=15),
+        ValueError,
+        r"Row 0 of `frozen\['rows'\]` sets bits past filter 14 \(filters=15\)\. "
+        r"Received: '0001'",
     ),
 ]
 
@@ -435,14 +668,35 @@ RANDOM_MASK = [
     pytest.param(
         dict(seed="0"),
         TypeError,
-        r"`seed` must be None or an integer\. Received: seed='0'",
+        r"`seed` must be None or a non-negative integer\. "
+        r"Received: seed='0' of type str",
         id="seed-str",
     ),
     pytest.param(
         dict(seed=1.0),
         TypeError,
-        r"`seed` must be None or an integer\. Received: seed=1\.0",
+        r"`seed` must be None or a non-negative integer\. "
+        r"Received: seed=1\.0 of type float",
         id="seed-float",
+    ),
+    pytest.param(
+        dict(seed=True),
+        TypeError,
+        r"`seed` must be None or a non-negative integer\. "
+        r"Received: seed=True of type bool",
+        id="seed-bool",
+    ),
+    pytest.param(
+        dict(seed=-1),
+        ValueError,
+        r"`seed` must be None or a non-negative integer\. Received: seed=-1\.",
+        id="seed-negative",
+    ),
+    pytest.param(
+        dict(seed=np.int64(-5)),
+        ValueError,
+        r"`seed` must be None or a non-negative integer\. Received: seed=-5\.",
+        id="seed-numpy-negative",
     ),
 ]
 

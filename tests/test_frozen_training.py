@@ -1,17 +1,27 @@
 """Frozen kernels stay bit-exact through training; trainable ones train.
 
-Every case freezes 5 of 12 kernels, 3 at zero and 2 at non-zero values (set
-with ``assign_kernel``), so weight decay or a regularizer that reached a
-frozen kernel would move it; equality is checked with ``np.array_equal``.
+Every frozen set holds some frozen kernels at zero and some at non-zero
+values (set with ``assign_kernel``), so weight decay or a regularizer that
+reached a frozen kernel would move it; equality is checked with
+``np.array_equal``. The table trains each optimizer on the scattered set
+(5 of 12 kernels) and, with Adam, the frozen sets that take the other paths
+of the kernel assembly (:data:`LAYOUTS`). In float32 each row also compares
+the trained layer with NumPy: the full kernel rebuilt here from the two
+variables and the mask, the output, and the gradient of the trainable
+kernels.
 """
+
+import dataclasses
+import functools
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from channelconv import ops
 from channelconv.layers.channel_conv2d import ChannelConv2D
-from harness import to_numpy, weights_by_name
+from harness import numpy_conv, numpy_conv_gradients, to_numpy, weights_by_name
 
 IN_CHANNELS, FILTERS, KERNEL = 3, 4, 3
 FROZEN = [(0, 0), (0, 3), (1, 1), (2, 0), (2, 2)]
@@ -19,30 +29,77 @@ NONZERO_FROZEN = [(1, 1), (2, 2)]  # the other three stay at zero
 INPUT_SHAPE = (6, 6, IN_CHANNELS)
 
 
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """A frozen set: ``frozen`` (channel, filter) pairs, ``nonzero`` of them
+    held at non-zero values, in a layer of ``in_channels`` x ``filters``."""
+
+    in_channels: int
+    filters: int
+    frozen: tuple
+    nonzero: tuple
+
+    @property
+    def mask(self):
+        mask = np.zeros((self.in_channels, self.filters), dtype=bool)
+        for channel, filter_ in self.frozen:
+            mask[channel, filter_] = True
+        return mask
+
+    @property
+    def input_shape(self):
+        return (6, 6, self.in_channels)
+
+
+def _random_pairs(in_channels, filters, count, seed):
+    numbers = np.random.default_rng(seed).choice(in_channels * filters, count, False)
+    return tuple((int(n) // filters, int(n) % filters) for n in sorted(numbers))
+
+
+_ROW_FROZEN = _random_pairs(64, 64, 410, seed=0)
+_LAST_ROW = tuple((IN_CHANNELS - 1, f) for f in range(FILTERS))
+_EVERY = tuple((c, f) for c in range(IN_CHANNELS) for f in range(FILTERS))
+LAYOUTS = {
+    # Kernel numbers c * filters + f scattered: the assembly is a gather of
+    # single values (3x3x3x4 is below ops.ROW_LAYOUT_MIN_SIZE).
+    "scattered": Layout(IN_CHANNELS, FILTERS, tuple(FROZEN), tuple(NONZERO_FROZEN)),
+    # The last kernels of that order: the assembly index is the identity
+    # (a concatenation), with frozen kernels.
+    "frozen_last": Layout(IN_CHANNELS, FILTERS, _LAST_ROW, _LAST_ROW[1::2]),
+    # 3x3x64x64 = 36864 kernel elements: the row layout of the assembly.
+    "row_layout": Layout(64, 64, _ROW_FROZEN, _ROW_FROZEN[::2]),
+    # Nothing to train in the kernels: a (3, 3, 0) trainable variable.
+    "all_frozen": Layout(IN_CHANNELS, FILTERS, _EVERY, _EVERY[::3]),
+}
+SCATTERED = LAYOUTS["scattered"]
+
+
 def _frozen_mask():
-    mask = np.zeros((IN_CHANNELS, FILTERS), dtype=bool)
-    for channel, filter_ in FROZEN:
-        mask[channel, filter_] = True
-    return mask
+    return SCATTERED.mask
 
 
-def _full_kernel(seed=0):
-    """A full kernel whose frozen kernels are 0, except NONZERO_FROZEN."""
+def _full_kernel(seed=0, layout=SCATTERED):
+    """A full kernel whose frozen kernels are 0, except ``layout.nonzero``."""
     rng = np.random.default_rng(seed)
-    kernel = rng.normal(scale=0.3, size=(KERNEL, KERNEL, IN_CHANNELS, FILTERS))
-    for channel, filter_ in FROZEN:
-        kernel[:, :, channel, filter_] = 0.0
-    for channel, filter_ in NONZERO_FROZEN:
+    shape = (KERNEL, KERNEL, layout.in_channels, layout.filters)
+    kernel = rng.normal(scale=0.3, size=shape)
+    kernel[..., layout.mask] = 0.0
+    for channel, filter_ in layout.nonzero:
         kernel[:, :, channel, filter_] = rng.uniform(0.5, 1.5, size=(KERNEL, KERNEL))
     return kernel.astype("float32")
 
 
+@functools.lru_cache(maxsize=None)
+def _data(layout=SCATTERED):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(8,) + layout.input_shape).astype("float32")
+    y = rng.normal(size=(8, 4, 4, layout.filters)).astype("float32")
+    return x, y
+
+
 @pytest.fixture(scope="module")
 def data():
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(8,) + INPUT_SHAPE).astype("float32")
-    y = rng.normal(size=(8, 4, 4, FILTERS)).astype("float32")
-    return x, y
+    return _data()
 
 
 @pytest.fixture
@@ -53,97 +110,208 @@ def dtype_policy():
     keras.config.set_dtype_policy(previous)
 
 
-def _model(seed=0, **layer_kwargs):
-    inputs = keras.Input(shape=INPUT_SHAPE)
-    layer = ChannelConv2D(FILTERS, KERNEL, frozen=FROZEN, **layer_kwargs)
+def _model(seed=0, layout=SCATTERED, **layer_kwargs):
+    inputs = keras.Input(shape=layout.input_shape)
+    layer = ChannelConv2D(
+        layout.filters, KERNEL, frozen=list(layout.frozen), **layer_kwargs
+    )
     outputs = keras.layers.Activation("linear", dtype="float32")(layer(inputs))
     model = keras.Model(inputs, outputs)
-    layer.assign_kernel(_full_kernel(seed))
+    layer.assign_kernel(_full_kernel(seed, layout))
     return model, layer
 
 
-def _assert_frozen_exact(layer, kernel):
+def _assert_frozen_exact(layer, kernel, layout=SCATTERED):
     """Frozen kernels equal ``kernel`` there, bit for bit, in both views."""
-    mask = _frozen_mask()
+    mask = layout.mask
     effective = to_numpy(layer.kernel)
     assert np.array_equal(effective[..., mask], kernel[..., mask])
-    for channel, filter_ in FROZEN:
-        expected = kernel[:, :, channel, filter_]
-        assert np.array_equal(effective[:, :, channel, filter_], expected)
-        if (channel, filter_) not in NONZERO_FROZEN:
-            assert np.array_equal(expected, np.zeros((KERNEL, KERNEL)))
+    for channel, filter_ in layout.frozen:
+        if (channel, filter_) in layout.nonzero:
+            assert np.all(effective[:, :, channel, filter_] != 0.0)
+        else:
+            zeros = np.zeros((KERNEL, KERNEL), "float32")
+            assert np.array_equal(effective[:, :, channel, filter_], zeros)
     stored = to_numpy(layer.frozen_kernels)
     flat = kernel.reshape(KERNEL, KERNEL, -1)[..., mask.reshape(-1)]
     assert np.array_equal(stored, flat)
 
 
-def _assert_trained(layer, kernel):
-    mask = _frozen_mask()
+def _assert_trained(layer, kernel, layout=SCATTERED):
+    mask = layout.mask
     effective = to_numpy(layer.kernel)
     assert np.all(np.isfinite(effective))
     changed = np.any(effective[..., ~mask] != kernel[..., ~mask], axis=(0, 1))
     assert changed.all(), "every trainable kernel should have moved"
 
 
+def _assert_matches_numpy(layer, layout, x):
+    """The kernel, output and kernel gradient of ``layer`` against NumPy.
+
+    The full kernel is rebuilt from the two variables and the mask (kernel
+    ``(c, f)`` is number ``c * filters + f``; each variable holds its kernels
+    in increasing number order), independently of ``channelconv.ops``.
+    """
+    frozen = layout.mask.reshape(-1)
+    flat = np.empty((KERNEL, KERNEL, frozen.size), "float32")
+    flat[..., ~frozen] = to_numpy(layer.trainable_kernels)
+    flat[..., frozen] = to_numpy(layer.frozen_kernels)
+    full = flat.reshape(KERNEL, KERNEL, layout.in_channels, layout.filters)
+    assert np.array_equal(to_numpy(layer.kernel), full)
+
+    bias = to_numpy(layer.bias) if layer.use_bias else None
+    upstream = np.random.default_rng(2).normal(size=(x.shape[0], 4, 4, layout.filters))
+    with tf.GradientTape() as tape:
+        y = layer(x)
+        loss = tf.reduce_sum(y * upstream.astype("float32"))
+    d_trainable = to_numpy(tape.gradient(loss, layer.trainable_kernels.value))
+    np.testing.assert_allclose(
+        to_numpy(y), numpy_conv(x, full, bias=bias), rtol=1e-4, atol=1e-4
+    )
+    _, d_kernel, _ = numpy_conv_gradients(x, full, upstream)
+    expected = d_kernel.reshape(KERNEL, KERNEL, -1)[..., ~frozen]
+    np.testing.assert_allclose(d_trainable, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_layouts_take_the_assembly_paths_they_name():
+    """Guards the table: each frozen set still reaches its path of ``ops``."""
+    paths = {}
+    for name, layout in LAYOUTS.items():
+        _, _, index = ops.assembly_index(layout.mask)
+        size = KERNEL * KERNEL * layout.in_channels * layout.filters
+        rows = size >= ops.ROW_LAYOUT_MIN_SIZE
+        paths[name] = "identity" if index is None else ("rows" if rows else "elements")
+    assert paths == {
+        "scattered": "elements",
+        "frozen_last": "identity",
+        "row_layout": "rows",
+        "all_frozen": "identity",
+    }
+    assert LAYOUTS["frozen_last"].mask.any() and LAYOUTS["all_frozen"].mask.all()
+
+
+def _case(name, make_optimizer, layout="scattered", layer_kwargs=None,
+          compile_kwargs=None, policy=None):
+    """A row: optimizer, frozen set, layer and compile arguments, dtype policy."""
+    return pytest.param(
+        make_optimizer, LAYOUTS[layout], layer_kwargs or {}, compile_kwargs or {},
+        policy, id=name,
+    )
+
+
+def _adam():
+    return keras.optimizers.Adam(0.01)
+
+
 CASES = [
-    ("sgd-momentum", lambda: keras.optimizers.SGD(0.05, momentum=0.9), {}, {}, None),
-    (
+    _case("sgd-momentum", lambda: keras.optimizers.SGD(0.05, momentum=0.9)),
+    _case(
         "sgd-nesterov",
         lambda: keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
-        {},
-        {},
-        None,
     ),
-    ("adam", lambda: keras.optimizers.Adam(0.01), {}, {}, None),
-    (
-        "adamw-weight_decay",
-        lambda: keras.optimizers.AdamW(0.01, weight_decay=0.5),
-        {},
-        {},
-        None,
+    _case("adam", _adam),
+    _case(
+        "adamw-weight_decay", lambda: keras.optimizers.AdamW(0.01, weight_decay=0.5)
     ),
-    ("rmsprop", lambda: keras.optimizers.RMSprop(0.01), {}, {}, None),
-    ("adagrad", lambda: keras.optimizers.Adagrad(0.1), {}, {}, None),
-    (
+    _case("rmsprop", lambda: keras.optimizers.RMSprop(0.01)),
+    _case("adagrad", lambda: keras.optimizers.Adagrad(0.1)),
+    _case("lion", lambda: keras.optimizers.Lion(0.001)),
+    _case("nadam", lambda: keras.optimizers.Nadam(0.01)),
+    _case("adamax", lambda: keras.optimizers.Adamax(0.01)),
+    _case("adafactor", lambda: keras.optimizers.Adafactor(0.01)),
+    _case("ftrl", lambda: keras.optimizers.Ftrl(0.1)),
+    # finalize_variable_values (end of fit) assigns the averages to the
+    # model's trainable variables; see test_use_ema_finalizes_trainable_only.
+    _case("adam-use_ema", lambda: keras.optimizers.Adam(0.01, use_ema=True)),
+    _case(
+        "adam-use_ema-overwrite_every_step",
+        lambda: keras.optimizers.Adam(0.01, use_ema=True, ema_overwrite_frequency=1),
+    ),
+    _case(
+        "sgd-gradient_accumulation",
+        lambda: keras.optimizers.SGD(
+            0.05, momentum=0.9, gradient_accumulation_steps=2
+        ),
+    ),
+    _case(
+        "adam-gradient_accumulation",
+        lambda: keras.optimizers.Adam(0.01, gradient_accumulation_steps=2),
+    ),
+    _case(
         "l2-kernel_regularizer",
         lambda: keras.optimizers.SGD(0.05),
-        dict(kernel_regularizer=keras.regularizers.L2(1.0)),
-        {},
-        None,
+        layer_kwargs=dict(kernel_regularizer=keras.regularizers.L2(1.0)),
     ),
-    ("clipnorm", lambda: keras.optimizers.SGD(0.05, clipnorm=0.01), {}, {}, None),
-    ("mixed_float16", lambda: keras.optimizers.Adam(0.01), {}, {}, "mixed_float16"),
-    ("mixed_bfloat16", lambda: keras.optimizers.Adam(0.01), {}, {}, "mixed_bfloat16"),
-    (
-        "jit_compile",
-        lambda: keras.optimizers.Adam(0.01),
-        {},
-        dict(jit_compile=True),
-        None,
+    _case("clipnorm", lambda: keras.optimizers.SGD(0.05, clipnorm=0.01)),
+    _case("mixed_float16", _adam, policy="mixed_float16"),
+    _case("mixed_bfloat16", _adam, policy="mixed_bfloat16"),
+    _case("jit_compile", _adam, compile_kwargs=dict(jit_compile=True)),
+    _case("adam-frozen_last-identity_index", _adam, layout="frozen_last"),
+    _case(
+        "adamw-frozen_last-identity_index",
+        lambda: keras.optimizers.AdamW(0.01, weight_decay=0.5),
+        layout="frozen_last",
+    ),
+    _case("adam-row_layout", _adam, layout="row_layout"),
+    _case("adam-all_frozen", _adam, layout="all_frozen"),
+    _case(
+        "adam-all_frozen-no_bias",
+        _adam,
+        layout="all_frozen",
+        layer_kwargs=dict(use_bias=False),
     ),
 ]
 
 
 @pytest.mark.parametrize(
-    "make_optimizer, layer_kwargs, compile_kwargs, policy",
-    [pytest.param(*case[1:], id=case[0]) for case in CASES],
+    "make_optimizer, layout, layer_kwargs, compile_kwargs, policy", CASES
 )
 def test_frozen_kernels_exact_after_fit(
-    data, dtype_policy, make_optimizer, layer_kwargs, compile_kwargs, policy
+    dtype_policy, make_optimizer, layout, layer_kwargs, compile_kwargs, policy
 ):
     if policy is not None:
         dtype_policy(policy)
-    model, layer = _model(**layer_kwargs)
+    model, layer = _model(layout=layout, **layer_kwargs)
     if policy is not None:
         assert layer.compute_dtype != "float32"
-    kernel = _full_kernel()
-    _assert_frozen_exact(layer, kernel)
+    kernel = _full_kernel(layout=layout)
+    _assert_frozen_exact(layer, kernel, layout)
+    before = weights_by_name(layer)
     model.compile(make_optimizer(), "mse", **compile_kwargs)
-    x, y = data
+    x, y = _data(layout)
     model.fit(x, y, batch_size=4, epochs=2, verbose=0)
-    _assert_frozen_exact(layer, kernel)
-    _assert_trained(layer, kernel)
+    _assert_frozen_exact(layer, kernel, layout)
+    _assert_trained(layer, kernel, layout)
+    if layer.use_bias:  # moves in every row, so all_frozen cannot pass idle
+        assert not np.array_equal(to_numpy(layer.bias), before["bias"])
     assert layer.frozen_kernels.dtype == "float32"
+    if policy is None:
+        _assert_matches_numpy(layer, layout, x)
+
+
+def test_use_ema_finalizes_trainable_only():
+    """At the end of fit, Keras assigns each trainable variable its average.
+
+    ``finalize_variable_values`` overwrites ``model.trainable_weights`` with
+    the optimizer's moving averages; the frozen kernels are not among them
+    and have no average, so they keep their values (bit-exact).
+    """
+    model, layer = _model()
+    model.compile(keras.optimizers.Adam(0.01, use_ema=True, ema_momentum=0.5), "mse")
+    model.fit(*_data(), batch_size=4, epochs=2, verbose=0)
+    averages = {
+        v.name: to_numpy(v)
+        for v in model.optimizer.variables
+        if v.name.endswith("_average")
+    }
+    assert sorted(averages) == sorted(
+        f"{layer.name}_{name}_average" for name in ("trainable_kernels", "bias")
+    )
+    for name in ("trainable_kernels", "bias"):
+        average = averages[f"{layer.name}_{name}_average"]
+        assert np.array_equal(to_numpy(getattr(layer, name)), average), name
+    _assert_frozen_exact(layer, _full_kernel())
+    _assert_trained(layer, _full_kernel())
 
 
 def test_frozen_kernels_exact_after_set_weights_and_fit(data):

@@ -1,5 +1,7 @@
 """The frozen set: its accepted forms and ``random_frozen_mask``."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -15,11 +17,15 @@ IN_CHANNELS, FILTERS = 3, 4
 PAIRS = [(0, 1), (2, 3), (1, 0)]
 
 
-def _expected(pairs):
-    mask = np.zeros((IN_CHANNELS, FILTERS), dtype=bool)
+def _mask(shape, pairs):
+    mask = np.zeros(shape, dtype=bool)
     for channel, filter_ in pairs:
         mask[channel, filter_] = True
     return mask
+
+
+def _expected(pairs):
+    return _mask((IN_CHANNELS, FILTERS), pairs)
 
 
 FORMS = [
@@ -31,6 +37,27 @@ FORMS = [
     pytest.param([(np.int64(0), np.int32(1))], [(0, 1)], id="numpy-int-pair"),
     pytest.param(_expected(PAIRS), PAIRS, id="bool-mask"),
     pytest.param(_expected(PAIRS).tolist(), PAIRS, id="nested-bool-list"),
+    pytest.param(
+        [[np.bool_(v) for v in row] for row in _expected(PAIRS).tolist()],
+        PAIRS,
+        id="nested-numpy-bool-list",
+    ),
+    # The compact form get_config writes, derived by hand: 4 filters fill the
+    # high nibble of one byte, filter 0 in the most significant bit.
+    pytest.param(
+        {"shape": [3, 4], "rows": ["40", "80", "10"]}, PAIRS, id="config-hex-rows"
+    ),
+    pytest.param(
+        {"shape": (3, 4), "rows": ("40", "80", "10")}, PAIRS, id="config-tuples"
+    ),
+    pytest.param(
+        {"shape": [np.int64(3), 4], "rows": ["00", "00", "00"]}, [], id="config-empty"
+    ),
+    pytest.param(
+        {"shape": [3, 4], "rows": ["F0", "f0", "F0"]},
+        [(c, f) for c in range(IN_CHANNELS) for f in range(FILTERS)],
+        id="config-upper-case-hex",
+    ),
     pytest.param(
         np.ones((IN_CHANNELS, FILTERS), bool),
         [(c, f) for c in range(IN_CHANNELS) for f in range(FILTERS)],
@@ -59,6 +86,45 @@ def test_config_form_round_trips(frozen, pairs):
     np.testing.assert_array_equal(
         resolve_frozen(again, IN_CHANNELS, FILTERS), _expected(pairs)
     )
+
+
+# Expected configs derived by hand: each row is the mask row read as bits,
+# filter 0 first (most significant), padded with zeros to whole bytes.
+CONFIGS = [
+    pytest.param((), [], id="nothing-given"),
+    pytest.param(((0, 1), (2, 3)), [[0, 1], [2, 3]], id="pairs-stay-pairs"),
+    pytest.param(
+        _mask((3, 16), [(0, f) for f in range(5)]),
+        {"shape": [3, 16], "rows": ["f800", "0000", "0000"]},
+        id="question-mask",
+    ),
+    pytest.param(
+        _mask((2, 9), [(0, 8), (1, 0), (1, 7)]),
+        {"shape": [2, 9], "rows": ["0080", "8100"]},
+        id="9-filters-two-bytes",
+    ),
+    pytest.param(
+        _mask((1, 1), [(0, 0)]), {"shape": [1, 1], "rows": ["80"]}, id="1x1"
+    ),
+    pytest.param(
+        np.ones((2, 12), dtype=bool),
+        {"shape": [2, 12], "rows": ["fff0", "fff0"]},
+        id="all-frozen-12",
+    ),
+]
+
+
+@pytest.mark.parametrize("parsed, expected", CONFIGS)
+def test_frozen_to_config_is_compact_and_readable(parsed, expected):
+    config = frozen_to_config(parsed)
+    assert config == expected
+    assert json.loads(json.dumps(config)) == expected
+    filters = 16 if not isinstance(parsed, np.ndarray) else parsed.shape[1]
+    again = parse_frozen(json.loads(json.dumps(config)), filters)
+    if isinstance(parsed, np.ndarray):
+        np.testing.assert_array_equal(again, parsed)
+    else:
+        assert again == parsed
 
 
 def test_layer_keeps_its_own_copy_of_the_mask():

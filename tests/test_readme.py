@@ -1,17 +1,194 @@
-"""The README's quick start runs as written and prints what it claims."""
+"""The Python blocks of the README and the docs run as written and do what the
+text around them says.
+
+Each block is executed; its check then asserts the page's claims about it in
+the namespace the block leaves behind, against references computed here
+(Keras's own layers, parameter counts from the shapes). The blocks of
+``docs/pretrained.md`` and ``docs/scaling.md`` are excerpts of scripts that
+run in ``test_convert.py`` / ``test_distribute.py``, which also check that
+the blocks appear there verbatim.
+"""
 
 import contextlib
 import io
+import math
+import os
 import pathlib
 import re
+import subprocess
+import sys
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+import keras
+import numpy as np
+import pytest
+
+from channelconv import ChannelConv2D
+from harness import to_numpy
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+QUESTION_FROZEN = [(0, 0), (0, 1), (0, 2), (0, 3), (0, 4)]
+KERNEL_WEIGHTS = 3 * 3  # weights in one 3x3 kernel
 
 
-def test_quick_start_runs_and_prints_its_claims():
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
-    assert blocks, "the README has no python block"
-    out = io.StringIO()
+def python_blocks(page):
+    return re.findall(r"```python\n(.*?)```", (ROOT / page).read_text(), re.S)
+
+
+def run_block(page, index):
+    """Executes block ``index`` of ``page``; returns (namespace, stdout)."""
+    namespace, out = {}, io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(compile(blocks[0], str(README), "exec"), {})
-    assert out.getvalue().split() == ["448", "False"]
+        exec(compile(python_blocks(page)[index], str(ROOT / page), "exec"), namespace)
+    return namespace, out.getvalue()
+
+
+def _size(variables):
+    return sum(math.prod(v.shape) for v in variables)
+
+
+def _assert_counts(layer, reference, n_frozen):
+    """As many parameters as ``reference``; ``n_frozen`` kernels non-trainable."""
+    frozen = n_frozen * KERNEL_WEIGHTS
+    assert layer.count_params() == reference.count_params()
+    assert _size(layer.non_trainable_weights) == frozen
+    assert _size(layer.trainable_weights) == reference.count_params() - frozen
+
+
+def _built(layer, channels=3):
+    layer.build((None, None, None, channels))
+    return layer
+
+
+def _one_sgd_step(layer, x, rng):
+    inputs = keras.Input(x.shape[1:])
+    model = keras.Model(inputs, layer(inputs))
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    target = rng.normal(size=model.output_shape[1:]).astype("float32")
+    model.fit(x, np.broadcast_to(target, (len(x),) + target.shape), verbose=0)
+
+
+def check_readme_quick_start(ns, out):
+    """``# 448: 403 trainable + 45 frozen`` and ``# False: still exactly zero``."""
+    layer = ns["layer"]
+    assert out.split() == ["448", "False"]
+    _assert_counts(layer, _built(keras.layers.Conv2D(16, 3)), n_frozen=5)
+    assert layer.count_params() == 448
+    kernel = to_numpy(layer.kernel)
+    assert np.array_equal(kernel[:, :, 0, :5], np.zeros((3, 3, 5), "float32"))
+    assert np.all(kernel[:, :, 0, 5:] != 0)  # not zero everywhere
+
+
+def check_semantics_sum_is_conv2d(ns, out):
+    """The block asserts sum == Conv2D itself. The text adds: output shape
+    (2, 6, 6, 16) and 448 = 403 + 45 parameters; ``fused`` and
+    ``per_channel`` differ by float rounding only, about 1e-6; the reverse,
+    ``assign_kernel(dense.kernel)``, gives the frozen kernels the values given,
+    and they keep them."""
+    layer, dense, x, y = ns["layer"], ns["dense"], ns["x"], ns["y"]
+    assert tuple(y.shape) == (2, 6, 6, 16)
+    _assert_counts(layer, dense, n_frozen=2)
+
+    per_channel = ChannelConv2D(
+        16, 3, frozen=[(0, 0), (0, 1)], implementation="per_channel"
+    )
+    per_channel.build(x.shape)
+    per_channel.set_weights(layer.get_weights())
+    difference = np.abs(to_numpy(per_channel(x)) - to_numpy(y)).max()
+    assert difference <= 2e-6
+
+    dense_kernel = to_numpy(dense.kernel)
+    dense_kernel[:, :, 0, :2] = np.random.default_rng(0).normal(size=(3, 3, 2))
+    layer.assign_kernel(dense_kernel)
+    assert np.array_equal(to_numpy(layer.kernel), dense_kernel)
+    _one_sgd_step(layer, x, np.random.default_rng(1))
+    trained = to_numpy(layer.kernel)
+    assert np.array_equal(trained[:, :, 0, :2], dense_kernel[:, :, 0, :2])
+    moved = np.any(trained != dense_kernel, axis=(0, 1))
+    assert moved.sum() == 3 * 16 - 2 and not moved[0, :2].any()
+
+
+def check_reproduction_answer_done_right(ns, out):
+    """"it reports the same counts" (432 / 387 / 45, a bias-free
+    ``DepthwiseConv2D(3, depth_multiplier=16)``); "every one of its 43
+    trainable kernels receives a gradient and moves, and the 5 frozen ones
+    stay exactly zero"."""
+    layer = _built(ns["layer"])
+    reference = _built(
+        keras.layers.DepthwiseConv2D(3, depth_multiplier=16, use_bias=False)
+    )
+    _assert_counts(layer, reference, n_frozen=5)
+    assert (layer.count_params(), _size(layer.trainable_weights)) == (432, 387)
+    rng = np.random.default_rng(0)
+    _one_sgd_step(layer, rng.normal(size=(4, 8, 8, 3)).astype("float32"), rng)
+    kernel = to_numpy(layer.kernel)
+    moved = np.any(kernel != 0, axis=(0, 1))  # it starts at zero
+    expected = np.ones((3, 16), bool)
+    expected[0, :5] = False
+    assert np.array_equal(moved, expected)
+
+
+def check_reproduction_question_model(ns, out):
+    """"The first layer has 448 parameters like Conv2D(16, 3) on 3 channels,
+    split 403 trainable + 45 non-trainable; its output equals Conv2D(16, 3)
+    with kernel layer.kernel"."""
+    first = ns["model"].layers[1]
+    dense = _built(keras.layers.Conv2D(16, 3))
+    _assert_counts(first, dense, n_frozen=5)
+    assert (first.count_params(), _size(first.trainable_weights)) == (448, 403)
+    dense.set_weights([to_numpy(first.kernel), to_numpy(first.bias)])
+    x = np.random.default_rng(0).normal(size=(2, 9, 7, 3)).astype("float32")
+    np.testing.assert_allclose(
+        to_numpy(first(x)), to_numpy(dense(x)), rtol=1e-5, atol=1e-5
+    )
+    assert np.array_equal(
+        to_numpy(first.kernel)[:, :, 0, :5], np.zeros((3, 3, 5), "float32")
+    )
+
+
+BLOCKS = [
+    ("README.md", 0, check_readme_quick_start),
+    ("docs/semantics.md", 0, check_semantics_sum_is_conv2d),
+    ("docs/reproduction.md", 0, check_reproduction_answer_done_right),
+    ("docs/reproduction.md", 1, check_reproduction_question_model),
+]
+
+
+@pytest.mark.parametrize(
+    "page, index, check",
+    BLOCKS,
+    ids=[f"{page}[{index}]" for page, index, _ in BLOCKS],
+)
+def test_doc_block_runs_and_does_what_the_text_says(page, index, check):
+    namespace, out = run_block(page, index)
+    check(namespace, out)
+
+
+def test_every_executable_doc_block_has_a_check():
+    """New blocks on these pages need a row in ``BLOCKS``."""
+    pages = {page for page, _, _ in BLOCKS}
+    for page in pages:
+        checked = sorted(index for p, index, _ in BLOCKS if p == page)
+        assert checked == list(range(len(python_blocks(page)))), page
+    assert len(python_blocks("docs/cli.md")) == 1  # run by the test below
+
+
+def test_cli_doc_block_loads_a_saved_model_in_a_fresh_process(tmp_path):
+    """docs/cli.md: the saved model "loads anywhere channelconv is importable
+    (importing it registers ChannelConv2D with Keras)"."""
+    inputs = keras.Input((8, 8, 3))
+    layer = ChannelConv2D(4, 3, frozen=[(0, 1), (2, 3)], name="conv1")
+    model = keras.Model(inputs, layer(inputs))
+    model.save(tmp_path / "channelconv_demo.keras")
+    (block,) = python_blocks("docs/cli.md")
+    script = block + (
+        "conv1 = model.get_layer('conv1')\n"
+        "print(type(conv1).__name__, conv1.frozen_mask.nonzero())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+        text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split(maxsplit=1) == [
+        "ChannelConv2D", f"{layer.frozen_mask.nonzero()}\n"
+    ]

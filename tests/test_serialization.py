@@ -2,6 +2,7 @@
 
 import inspect
 import json
+import pathlib
 
 import keras
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from channelconv.layers.channel_conv2d import ChannelConv2D
 from channelconv.mask import random_frozen_mask
-from harness import run_layer_test, to_numpy
+from harness import numpy_conv, run_layer_test, to_numpy
 
 QUESTION_FROZEN = [(0, 0), (0, 1), (0, 2), (0, 3), (0, 4)]
 
@@ -90,38 +91,167 @@ def test_every_argument_survives_from_config(overrides, at_default):
     assert float(clone.frozen_initializer.value) == 0.25
 
 
-def _mask(pairs):
-    mask = np.zeros((3, 4), dtype=bool)
+def _mask(pairs, shape=(3, 4)):
+    mask = np.zeros(shape, dtype=bool)
     for channel, filter_ in pairs:
         mask[channel, filter_] = True
     return mask
 
 
-RANDOM_MASK = random_frozen_mask(3, 4, 5, seed=0)
+HAND_MASK = _mask([(0, 0), (0, 3), (1, 1), (2, 2), (2, 3)])
 
 
+# The compact configs are derived by hand: 4 filters fill the high nibble of
+# one byte per input channel, filter 0 in the most significant bit.
 @pytest.mark.parametrize(
-    "frozen, before_build, expected_mask",
+    "frozen, before_build, after_build, expected_mask",
     [
-        pytest.param(None, [], _mask([]), id="none"),
         pytest.param(
-            [(0, 1), (2, 3)], [[0, 1], [2, 3]], _mask([(0, 1), (2, 3)]), id="pairs"
+            None, [], {"shape": [3, 4], "rows": ["00", "00", "00"]}, _mask([]),
+            id="none",
         ),
-        pytest.param(RANDOM_MASK, RANDOM_MASK.tolist(), RANDOM_MASK, id="mask"),
+        pytest.param(
+            [(0, 1), (2, 3)],
+            [[0, 1], [2, 3]],
+            {"shape": [3, 4], "rows": ["40", "00", "10"]},
+            _mask([(0, 1), (2, 3)]),
+            id="pairs",
+        ),
+        pytest.param(
+            HAND_MASK,
+            {"shape": [3, 4], "rows": ["90", "40", "30"]},
+            {"shape": [3, 4], "rows": ["90", "40", "30"]},
+            HAND_MASK,
+            id="mask",
+        ),
+        pytest.param(
+            HAND_MASK.tolist(),
+            {"shape": [3, 4], "rows": ["90", "40", "30"]},
+            {"shape": [3, 4], "rows": ["90", "40", "30"]},
+            HAND_MASK,
+            id="nested-bool-list",
+        ),
     ],
 )
-def test_config_holds_resolved_frozen_set(frozen, before_build, expected_mask):
+def test_config_holds_resolved_frozen_set(
+    frozen, before_build, after_build, expected_mask
+):
     layer = ChannelConv2D(4, 3, frozen=frozen)
     assert layer.get_config()["frozen"] == before_build
     layer.build((None, 6, 6, 3))
-    resolved = layer.get_config()["frozen"]
-    assert np.array(resolved).dtype == bool
-    np.testing.assert_array_equal(resolved, expected_mask)
+    assert layer.get_config()["frozen"] == after_build
     np.testing.assert_array_equal(layer.frozen_mask, expected_mask)
-    # A layer rebuilt from the resolved config freezes the same kernels.
-    clone = ChannelConv2D.from_config(layer.get_config())
+    # A layer rebuilt from the resolved config, through JSON, freezes the
+    # same kernels and writes the same config.
+    config = json.loads(json.dumps(layer.get_config()))
+    clone = ChannelConv2D.from_config(config)
     clone.build((None, 6, 6, 3))
     np.testing.assert_array_equal(clone.frozen_mask, expected_mask)
+    assert clone.get_config() == layer.get_config()
+
+
+def test_question_mask_config_is_json_and_readable():
+    layer = ChannelConv2D(16, 3, frozen=QUESTION_FROZEN)
+    layer.build((None, 8, 8, 3))
+    text = json.dumps(layer.get_config())
+    # Kernels (0, 0)..(0, 4): the five high bits of channel 0's row, by hand.
+    assert json.loads(text)["frozen"] == {
+        "shape": [3, 16],
+        "rows": ["f800", "0000", "0000"],
+    }
+
+
+def test_large_built_layer_config_is_small_and_round_trips():
+    mask = random_frozen_mask(512, 512, 100_000, seed=7)
+    layer = ChannelConv2D(512, 1, frozen=mask)
+    layer.build((None, 1, 1, 512))
+    text = json.dumps(layer.get_config())
+    # 512 rows of 128 hex digits (about 68 kB) plus the other arguments. The
+    # 0.1.0 format, one JSON boolean per kernel, takes about 1.8 MB.
+    bound = 80_000
+    assert len(text) < bound
+    assert len(json.dumps(mask.tolist())) > 10 * bound
+    clone = ChannelConv2D.from_config(json.loads(text))
+    clone.build((None, 1, 1, 512))
+    np.testing.assert_array_equal(clone.frozen_mask, mask)
+    assert json.dumps(clone.get_config()) == text
+
+
+# The masks tests/data/make_v010_model.py wrote, transcribed from its source.
+V010_MASKS = {
+    "sum_layer": _mask([(0, 0), (0, 1), (0, 2), (0, 3), (0, 4), (2, 7)], (3, 8)),
+    "concat_layer": _mask([(1, 0), (5, 1), (7, 0)], (8, 2)),
+}
+
+
+def _full_kernel(layer, mask):
+    """The full kernel put together here from the two variables and the mask."""
+    trainable = to_numpy(layer.trainable_kernels)
+    frozen = to_numpy(layer.frozen_kernels)
+    kernel = np.zeros(layer.kernel_size + mask.shape, dtype=trainable.dtype)
+    kernel[:, :, ~mask] = trainable  # both in (channel, filter) row-major order
+    kernel[:, :, mask] = frozen
+    return kernel
+
+
+def test_model_saved_by_0_1_0_loads():
+    data = pathlib.Path(__file__).resolve().parent / "data"
+    model = keras.saving.load_model(data / "v010_model.keras", safe_mode=True)
+    kernels, biases = {}, {}
+    for name, mask in V010_MASKS.items():
+        layer = model.get_layer(name)
+        np.testing.assert_array_equal(layer.frozen_mask, mask)
+        assert tuple(layer.frozen_kernels.shape)[-1] == mask.sum()
+        kernels[name] = _full_kernel(layer, mask)
+        np.testing.assert_array_equal(to_numpy(layer.kernel), kernels[name])
+        biases[name] = to_numpy(layer.bias)
+    # The sum layer froze its kernels at zero, the concat layer at random
+    # normal values; the trainable kernels are glorot-uniform draws.
+    assert not kernels["sum_layer"][:, :, V010_MASKS["sum_layer"]].any()
+    assert kernels["sum_layer"][:, :, ~V010_MASKS["sum_layer"]].all()
+    assert kernels["concat_layer"].all()
+
+    stored = np.load(data / "v010_model.npz")
+    hidden = np.maximum(
+        numpy_conv(
+            stored["x"], kernels["sum_layer"], padding="same", bias=biases["sum_layer"]
+        ),
+        0.0,
+    )
+    expected = numpy_conv(
+        hidden, kernels["concat_layer"], reduction="concat", bias=biases["concat_layer"]
+    )
+    y = to_numpy(model(stored["x"]))
+    assert y.shape == (2, 8, 7, 16)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y, stored["y"], rtol=1e-5, atol=1e-5)
+
+
+# Arguments normalised in __init__: each stored canonically, as Keras's own
+# Conv2D stores it where Conv2D takes the argument.
+NORMALISED = [
+    pytest.param("data_format", "Channels_First", "channels_first", id="data_format"),
+    pytest.param("data_format", "CHANNELS_LAST", "channels_last", id="data_format-upper"),
+    pytest.param("padding", "Same", "same", id="padding"),
+    pytest.param("reduction", "Concat", "concat", id="reduction"),
+    pytest.param("implementation", "PER_CHANNEL", "per_channel", id="implementation"),
+    pytest.param("use_bias", np.True_, True, id="use_bias-numpy-true"),
+    pytest.param("use_bias", np.False_, False, id="use_bias-numpy-false"),
+]
+
+
+@pytest.mark.parametrize("name, given, stored", NORMALISED)
+def test_arguments_are_normalised(name, given, stored):
+    layer = ChannelConv2D(4, 3, **{name: given})
+    assert getattr(layer, name) == stored
+    assert type(getattr(layer, name)) is type(stored)
+    config = layer.get_config()
+    assert config[name] == stored and type(config[name]) is type(stored)
+    json.dumps(config)
+    assert ChannelConv2D.from_config(config).get_config() == config
+    if name in ("data_format", "padding", "use_bias"):
+        keras_layer = keras.layers.Conv2D(4, 3, **{name: given})
+        assert getattr(keras_layer, name) == stored
 
 
 HARNESS_CASES = [

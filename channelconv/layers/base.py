@@ -61,11 +61,7 @@ class BaseChannelConv(keras.layers.Layer):
                 f"`dilation_rate > 1`. Received: strides={self.strides} and "
                 f"dilation_rate={self.dilation_rate}."
             )
-        self.padding = check.choice(
-            padding.lower() if isinstance(padding, str) else padding,
-            ("valid", "same"),
-            "padding",
-        )
+        self.padding = check.choice(padding, ("valid", "same"), "padding")
         self.data_format = check.choice(
             keras.config.image_data_format() if data_format is None else data_format,
             ("channels_last", "channels_first"),
@@ -78,11 +74,7 @@ class BaseChannelConv(keras.layers.Layer):
         self._frozen = parse_frozen(frozen, self.filters)
         self.frozen_initializer = initializers.get(frozen_initializer)
         self.activation = activations.get(activation)
-        if not isinstance(use_bias, bool):
-            raise TypeError(
-                f"`use_bias` must be a bool. Received: use_bias={use_bias!r}."
-            )
-        self.use_bias = use_bias
+        self.use_bias = check.boolean(use_bias, "use_bias")
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
         self.kernel_regularizer = regularizers.get(kernel_regularizer)
@@ -123,8 +115,8 @@ class BaseChannelConv(keras.layers.Layer):
             name="trainable_kernels",
             shape=self.kernel_size + (trainable_pos.size,),
             initializer=view.initializer(self.kernel_initializer, trainable_pos),
-            regularizer=view.wrap(self.kernel_regularizer),
-            constraint=view.wrap(self.kernel_constraint, restrict=True),
+            regularizer=view.regularizer(self.kernel_regularizer),
+            constraint=view.constraint(self.kernel_constraint),
             trainable=True,
         )
         self.frozen_kernels = self.add_weight(
@@ -301,23 +293,46 @@ class _TrainableView:
 
         return init
 
-    def wrap(self, fn, restrict=False):
-        """Applies ``fn`` to the full kernel made from the trainable kernels."""
-        if fn is None:
-            return None
+    def regularizer(self, regularizer):
+        """``regularizer`` of the full kernel, as a regularizer of the trainable one."""
+        return None if regularizer is None else _FullKernelRegularizer(self, regularizer)
 
-        def apply(trainable):
-            zeros = ops.zeros(
-                self.kernel_shape[:-2] + (self.n_frozen,), dtype=trainable.dtype
-            )
-            full = assemble_kernel(trainable, zeros, self.index, self.kernel_shape)
-            result = fn(full)
-            if restrict:
-                result = ops.take(self._flat(result), self.trainable_positions, axis=-1)
-            return result
+    def constraint(self, constraint):
+        """``constraint`` of the full kernel, as a constraint of the trainable one."""
+        return None if constraint is None else _FullKernelConstraint(self, constraint)
 
-        return apply
+    def full(self, trainable):
+        """The full kernel made from ``trainable``, frozen kernels at zero."""
+        zeros = ops.zeros(self.kernel_shape[:-2] + (self.n_frozen,), dtype=trainable.dtype)
+        return assemble_kernel(trainable, zeros, self.index, self.kernel_shape)
+
+    def trainable_part(self, kernel):
+        """The trainable kernels of a full ``kernel``."""
+        return ops.take(self._flat(kernel), self.trainable_positions, axis=-1)
 
     def _flat(self, kernel):
         return ops.reshape(kernel, self.kernel_shape[:-2] + (-1,))
 
+
+# Keras (before 3.5) accepts only Regularizer and Constraint instances as a
+# variable's regularizer and constraint, not plain functions.
+class _FullKernelRegularizer(regularizers.Regularizer):
+    """A kernel regularizer applied to the full kernel (see ``_TrainableView``)."""
+
+    def __init__(self, view, regularizer):
+        self.view = view
+        self.regularizer = regularizer
+
+    def __call__(self, trainable):
+        return self.regularizer(self.view.full(trainable))
+
+
+class _FullKernelConstraint(constraints.Constraint):
+    """A kernel constraint applied to the full kernel (see ``_TrainableView``)."""
+
+    def __init__(self, view, constraint):
+        self.view = view
+        self.constraint = constraint
+
+    def __call__(self, trainable):
+        return self.view.trainable_part(self.constraint(self.view.full(trainable)))

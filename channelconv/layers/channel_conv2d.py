@@ -24,10 +24,14 @@ class ChannelConv2D(BaseChannelConv):
         filters: int, the number of filters.
         kernel_size: int or tuple of 2 ints, the kernel's height and width.
         frozen: which kernels are frozen: ``None`` (none), a sequence of
-            ``(input_channel, filter)`` pairs, or a boolean array of shape
-            ``(in_channels, filters)`` (see
+            ``(input_channel, filter)`` pairs, or a boolean array (or nested
+            lists of booleans) of shape ``(in_channels, filters)`` (see
             :func:`channelconv.random_frozen_mask`). Channels are checked
-            against the input when the layer is built.
+            against the input when the layer is built. ``get_config`` writes
+            a mask in a compact form, ``{"shape": [in_channels, filters],
+            "rows": [hex, ...]}``, which is accepted here too (see
+            :func:`channelconv.mask.frozen_to_config`); pairs given before
+            the layer is built stay pairs in the config.
         frozen_initializer: initializer of the frozen kernels, drawn for the
             full kernel shape; defaults to ``"zeros"``.
         reduction: ``"sum"`` (default): the output has ``filters`` channels
@@ -43,13 +47,14 @@ class ChannelConv2D(BaseChannelConv):
             Both give the same result to float tolerance.
         strides: int or tuple of 2 ints; ``strides > 1`` is incompatible with
             ``dilation_rate > 1``.
-        padding: ``"valid"`` or ``"same"`` (case-insensitive).
+        padding: ``"valid"`` or ``"same"``.
         data_format: ``"channels_last"`` or ``"channels_first"``; defaults to
             ``keras.config.image_data_format()``.
         dilation_rate: int or tuple of 2 ints.
         activation: activation function, or ``None``.
-        use_bias: bool; the bias has ``filters`` entries (``"sum"``) or
-            ``in_channels * filters`` (``"concat"``).
+        use_bias: bool (Python or NumPy, stored as a Python ``bool``); the
+            bias has ``filters`` entries (``"sum"``) or ``in_channels *
+            filters`` (``"concat"``).
         kernel_initializer: initializer of the trainable kernels; it is drawn
             for the full kernel shape, so fan-in and fan-out are those of the
             equivalent ``Conv2D``.
@@ -64,6 +69,11 @@ class ChannelConv2D(BaseChannelConv):
         bias_constraint: constraint of the bias.
         **kwargs: base layer arguments (``name``, ``dtype``, ``trainable``).
 
+    The string options ``reduction``, ``implementation``, ``padding`` and
+    ``data_format`` are case-insensitive, as Keras's ``padding`` and
+    ``data_format`` are, and are stored (and written by ``get_config``) in
+    lower case.
+
     Input shape:
         4-D tensor ``(batch, rows, cols, channels)`` with
         ``channels_last``, ``(batch, channels, rows, cols)`` with
@@ -75,9 +85,13 @@ class ChannelConv2D(BaseChannelConv):
 
     Raises:
         TypeError: an argument has the wrong type (e.g. a float
-            ``kernel_size``, a non-boolean mask).
+            ``kernel_size``, a string option given as a non-string such as
+            ``padding=1``, a ``use_bias`` that is not a bool, a mask that is
+            not boolean); see :func:`channelconv.mask.parse_frozen` for the
+            frozen set.
         ValueError: an argument has a bad value (non-positive ``filters``,
-            unknown ``reduction``, a repeated or negative pair, ...); at build
+            unknown ``reduction``, a repeated or negative pair, a mask of the
+            wrong shape or with rows of different lengths, ...); at build
             time, an input of the wrong rank or unknown channel count, or a
             frozen set that does not fit the input's channels.
 
@@ -93,6 +107,25 @@ class ChannelConv2D(BaseChannelConv):
     (5, (3, 3, 43))
     >>> bool((keras.ops.convert_to_numpy(layer.kernel)[:, :, 0, :5] == 0).all())
     True
+
+    The config holds the frozen set compactly, one hex string per input
+    channel (filter 0 is the first digit's most significant bit):
+
+    >>> layer.get_config()["frozen"]
+    {'shape': [3, 16], 'rows': ['f800', '0000', '0000']}
+    >>> clone = channelconv.ChannelConv2D.from_config(layer.get_config())
+    >>> clone.build((None, 8, 8, 3))
+    >>> bool((clone.frozen_mask == layer.frozen_mask).all())
+    True
+
+    String options are case-insensitive; wrong types are refused:
+
+    >>> channelconv.ChannelConv2D(4, 3, data_format="Channels_First").data_format
+    'channels_first'
+    >>> channelconv.ChannelConv2D(4, 3, padding=1)
+    Traceback (most recent call last):
+        ...
+    TypeError: `padding` must be one of ['same', 'valid']. Received: padding=1 of type int.
     """
 
     def __init__(

@@ -1,0 +1,256 @@
+"""How a convolution is run on the backend at hand: the one place that knows.
+
+TensorFlow's CPU kernels accept less than the convolution they compute, and
+how much less depends on the machine: without oneDNN (CPUs without AVX-512,
+or ``TF_ENABLE_ONEDNN_OPTS=0``) ``Conv2D`` takes only NHWC inputs and
+``DepthwiseConv2dNative`` only equal row and column strides; with oneDNN
+both work. Keras's own ``Conv2D`` and ``DepthwiseConv2D`` fail on such a
+CPU. Here every convolution of channelconv goes through :func:`conv` and
+:func:`depthwise_conv`, inside :func:`channels_last`, which rewrite what a
+kernel may refuse into what every kernel accepts, computing the same
+function:
+
+- ``channels_first`` inputs are transposed to channels-last once, around the
+  whole computation (one transpose in, one out, whatever the
+  implementation), on the TensorFlow backend, on every machine, so that
+  the same graph runs with oneDNN on and off, eagerly, in ``tf.function``
+  and under XLA.
+- A depthwise convolution with unequal strides runs as one depthwise
+  convolution with equal strides ``S = lcm(strides)``: along each axis whose
+  stride ``s`` is smaller than ``S``, the ``S / s`` output phases become
+  ``S / s`` shifted copies of the kernel in the multiplier axis, and the
+  outputs are interleaved back (see :func:`depthwise_conv`).
+
+Every rewrite is exact (the same multiply-adds, summed in the same order up
+to float rounding) and is checked against NumPy and Keras in
+``tests/test_numerics.py`` and ``tests/test_gradients.py`` with oneDNN on
+and off. Other backends (JAX, PyTorch) take every layout and stride
+natively and get the native operation.
+"""
+
+import functools
+import math
+
+import keras
+from keras import ops
+
+
+def _tensorflow():
+    return keras.backend.backend() == "tensorflow"
+
+
+def channels_last(fn):
+    """Runs ``fn`` on channels-last data where the backend needs it.
+
+    Decorates a convolution ``fn(inputs, ..., data_format=...)`` whose
+    ``data_format`` is a keyword argument.
+    On the TensorFlow backend, ``channels_first`` inputs are transposed to
+    channels-last, ``fn`` is called with ``data_format="channels_last"`` and
+    its output is transposed back; otherwise ``fn`` is called unchanged.
+
+    Example:
+
+    >>> import numpy as np
+    >>> @channels_last
+    ... def spatial_sum(inputs, data_format):
+    ...     print(data_format, tuple(inputs.shape))
+    ...     return keras.ops.sum(inputs, axis=(1, 2), keepdims=True)
+    >>> y = spatial_sum(np.ones((1, 3, 5, 7), "float32"), data_format="channels_first")
+    channels_last (1, 5, 7, 3)
+    >>> tuple(y.shape)
+    (1, 3, 1, 1)
+    """
+
+    @functools.wraps(fn)
+    def wrapper(inputs, *args, data_format="channels_last", **kwargs):
+        if data_format != "channels_first" or not _tensorflow():
+            return fn(inputs, *args, data_format=data_format, **kwargs)
+        rank = len(inputs.shape) - 2
+        to_last = (0, *range(2, rank + 2), 1)
+        to_first = (0, rank + 1, *range(1, rank + 1))
+        outputs = fn(
+            ops.transpose(inputs, to_last), *args, data_format="channels_last", **kwargs
+        )
+        return ops.transpose(outputs, to_first)
+
+    return wrapper
+
+
+def conv(inputs, kernel, strides, padding, dilation_rate):
+    """``keras.ops.conv`` on channels-last inputs.
+
+    Strides > 1 are incompatible with dilation > 1, as for Keras's layers.
+
+    Example:
+
+    >>> import numpy as np
+    >>> tuple(conv(np.ones((1, 5, 5, 2), "float32"), np.ones((3, 3, 2, 4), "float32"),
+    ...            (2, 1), "valid", (1, 1)).shape)
+    (1, 2, 3, 4)
+    """
+    _check_strides_and_dilation(strides, dilation_rate)
+    return ops.conv(inputs, kernel, strides, padding, "channels_last", dilation_rate)
+
+
+def depthwise_conv(inputs, kernel, strides, padding, dilation_rate):
+    """``keras.ops.depthwise_conv`` on channels-last inputs, any strides.
+
+    With equal strides, or on a backend other than TensorFlow, this is
+    ``keras.ops.depthwise_conv``. With unequal strides on TensorFlow (which
+    ``DepthwiseConv2dNative`` refuses without oneDNN), let ``S`` be the
+    least common multiple of the strides and ``P = S / s`` the number of
+    phases along an axis of stride ``s``. Output position ``m * P + q``
+    along that axis is output ``m`` of a stride-``S`` convolution with the
+    kernel shifted by ``q * s`` taps. The ``P`` shifted kernels (for 2-D,
+    the product of both axes' phases) are stacked in the multiplier axis, so
+    that one depthwise convolution with strides ``(S, S)`` computes every
+    phase, and a reshape and transpose interleave the phases into the
+    output. "same" padding is made explicit first, with TensorFlow's rule
+    for the original strides. For strides ``(2, 1)`` and a 3x3 kernel, the
+    shifted kernel is 3x4: a third more multiply-adds than the native
+    kernel, on no copy of the input.
+
+    Args:
+        inputs: channels-last tensor ``(batch, rows, cols, channels)``.
+        kernel: ``(kernel_rows, kernel_cols, channels, multiplier)``.
+        strides: tuple of 2 ints.
+        padding: ``"valid"`` or ``"same"``.
+        dilation_rate: tuple of 2 ints (strides > 1 are incompatible with
+            dilation > 1, as for Keras's layers).
+
+    Returns:
+        ``(batch, out_rows, out_cols, channels * multiplier)``.
+
+    Example:
+
+    >>> import numpy as np
+    >>> x = np.arange(2 * 5 * 4 * 2, dtype="float32").reshape(2, 5, 4, 2)
+    >>> k = np.random.default_rng(0).normal(size=(3, 2, 2, 3)).astype("float32")
+    >>> y = depthwise_conv(x, k, (2, 1), "same", (1, 1))
+    >>> tuple(y.shape)
+    (2, 3, 4, 6)
+    >>> # output (i, j), channel c * 3 + f is sum_ab x[2i + a - 1, j + b, c] k[a, b, c, f]
+    >>> xp = np.pad(x, ((0, 0), (1, 1), (0, 1), (0, 0)))
+    >>> direct = sum(xp[:, a:a + 5:2, b:b + 4, :, None] * k[a, b]
+    ...              for a in range(3) for b in range(2)).reshape(2, 3, 4, 6)
+    >>> bool(np.allclose(y, direct, atol=1e-4))
+    True
+    """
+    _check_strides_and_dilation(strides, dilation_rate)
+    if len(set(strides)) == 1 or not _tensorflow() or _native_unequal_strides():
+        return ops.depthwise_conv(
+            inputs, kernel, strides, padding, "channels_last", dilation_rate
+        )
+    return _phased_depthwise_conv(inputs, kernel, tuple(strides), padding)
+
+
+def _check_strides_and_dilation(strides, dilation_rate):
+    """Refuses strides > 1 with dilation > 1, as Keras's conv layers do."""
+    if max(strides) > 1 and max(dilation_rate) > 1:
+        raise ValueError(
+            "`strides > 1` is not supported together with `dilation_rate > 1`. "
+            f"Received: strides={tuple(strides)} and "
+            f"dilation_rate={tuple(dilation_rate)}."
+        )
+
+
+@functools.lru_cache(maxsize=None)
+def _native_unequal_strides():
+    """Whether TensorFlow's depthwise kernels here take unequal strides.
+
+    oneDNN's do, TensorFlow's own CPU kernels do not. The kernels are asked
+    once per process, forward and backward, on a 3x3 input, eagerly and on
+    the default device, so that the native operation is used wherever it
+    runs (it is 3 to 5 times faster than the rewrite, see
+    ``docs/platforms.md``).
+    """
+    import tensorflow as tf
+
+    with tf.init_scope():
+        x, kernel = tf.zeros((1, 3, 3, 1)), tf.zeros((1, 1, 1, 1))
+        try:
+            with tf.GradientTape() as tape:
+                tape.watch([x, kernel])
+                y = tf.nn.depthwise_conv2d(x, kernel, (1, 2, 1, 1), "VALID")
+            tape.gradient(y, [x, kernel])
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
+            return False
+    return True
+
+
+def _phased_depthwise_conv(inputs, kernel, strides, padding):
+    """:func:`depthwise_conv` for unequal strides: one conv at stride ``lcm``."""
+    kernel_size = tuple(kernel.shape[:-2])
+    channels, multiplier = kernel.shape[-2:]
+    spatial = ops.shape(inputs)[1:-1]
+    step = math.lcm(*strides)
+    phases = tuple(step // s for s in strides)
+    # The extent of a kernel shifted by up to (phases - 1) * stride taps.
+    extents = tuple(k + (p - 1) * s for k, p, s in zip(kernel_size, phases, strides))
+    pads, out_sizes = [], []
+    for size, k, s, p, e in zip(spatial, kernel_size, strides, phases, extents):
+        before, after = _padding(size, k, s, padding)
+        out_size = (size + before + after - k) // s + 1
+        length = (out_size + p - 1) // p  # outputs per phase
+        # Room for the last phase's shifted kernel: (length - 1) * step + e.
+        pads.append((before, _maximum(after, (length - 1) * step + e - size - before)))
+        out_sizes.append(out_size)
+
+    shifted = []
+    for shift in _phase_shifts(phases, strides):
+        widths = [(t, e - k - t) for t, e, k in zip(shift, extents, kernel_size)]
+        shifted.append(ops.pad(kernel, widths + [(0, 0), (0, 0)]))
+    n_phases = len(shifted)
+    stacked = ops.reshape(
+        ops.stack(shifted, axis=-2), extents + (channels, n_phases * multiplier)
+    )
+    outputs = _padded_depthwise_conv(inputs, stacked, step, pads)
+    # (batch, L_r, L_c, C, P_r, P_c, F) -> (batch, L_r, P_r, L_c, P_c, C, F)
+    lengths = ops.shape(outputs)[1:-1]
+    outputs = ops.reshape(outputs, (-1, *lengths, channels, *phases, multiplier))
+    outputs = ops.transpose(outputs, (0, 1, 4, 2, 5, 3, 6))
+    outputs = ops.reshape(
+        outputs,
+        (-1, lengths[0] * phases[0], lengths[1] * phases[1], channels * multiplier),
+    )
+    return outputs[:, : out_sizes[0], : out_sizes[1], :]
+
+
+def _padded_depthwise_conv(inputs, kernel, stride, pads):
+    """A depthwise conv with equal strides after zero ``pads`` of the input.
+
+    With static pads, TensorFlow's explicit padding (no padded copy of the
+    input, forward or backward); with pads known only at run time, a pad.
+    """
+    if all(isinstance(v, int) for pad in pads for v in pad):
+        import tensorflow as tf
+
+        return tf.nn.depthwise_conv2d(
+            inputs, kernel, (1, stride, stride, 1), [(0, 0), *pads, (0, 0)]
+        )
+    inputs = ops.pad(inputs, [(0, 0), *pads, (0, 0)])
+    return ops.depthwise_conv(inputs, kernel, stride, "valid", "channels_last")
+
+
+def _phase_shifts(phases, strides):
+    """The kernel shift (in taps, per axis) of every output phase, row-major."""
+    shifts = [()]
+    for p, s in zip(phases, strides):
+        shifts = [shift + (q * s,) for shift in shifts for q in range(p)]
+    return shifts
+
+
+def _padding(size, kernel_size, stride, padding):
+    """``(before, after)`` of TensorFlow's padding along one axis."""
+    if padding == "valid":
+        return 0, 0
+    out_size = (size + stride - 1) // stride
+    total = _maximum((out_size - 1) * stride + kernel_size - size, 0)
+    return total // 2, total - total // 2
+
+
+def _maximum(a, b):
+    """``max`` of two sizes, a Python int when both are (static shapes)."""
+    if isinstance(a, int) and isinstance(b, int):
+        return max(a, b)
+    return ops.maximum(a, b)

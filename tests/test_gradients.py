@@ -1,0 +1,285 @@
+"""Gradients of ChannelConv2D against independent references.
+
+For every reduction x implementation x data format, with strides (equal and
+unequal), dilation, ``same``/``valid`` padding and with or without bias, the
+gradient of ``loss = sum(layer(x) * g)`` (``g`` random) w.r.t. the input,
+``trainable_kernels``, ``frozen_kernels`` (watched explicitly: it is not a
+trainable weight) and ``bias`` is compared, eagerly, in ``tf.function`` and
+under XLA, with:
+
+- :func:`harness.numpy_conv_gradients`: float64 direct loops, the adjoint of
+  :func:`harness.numpy_conv`; the full-kernel gradient is split into the
+  trainable and frozen parts here, from the frozen mask.
+- Keras's own ``Conv2D`` (sum) / ``DepthwiseConv2D`` (concat), run in
+  ``channels_last`` on transposed tensors, which works on every CPU, except
+  ``concat`` with unequal strides: Keras's ``DepthwiseConv2D`` cannot run it
+  without oneDNN, so there NumPy alone is the reference, whatever the CPU.
+
+The first two tests check the NumPy reference itself: it is the adjoint of
+``numpy_conv`` (``<d_input, v> = sum(numpy_conv(v) * g)`` for any ``v``, the
+convolution being linear) and agrees with Keras wherever Keras runs.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from channelconv.layers.channel_conv2d import ChannelConv2D
+from harness import numpy_conv, numpy_conv_gradients, to_numpy
+
+pytestmark = pytest.mark.numerics
+
+IN_CHANNELS, FILTERS = 3, 4
+# Scattered, so that the kernel assembly is a real permutation.
+FROZEN = [(0, 1), (1, 3), (2, 0), (2, 2)]
+ATOL = RTOL = 1e-4
+
+OPTIONS = [
+    ("k3-valid", dict(kernel_size=(3, 3))),
+    (
+        "k2x3-stride2x1-same",
+        dict(kernel_size=(2, 3), strides=(2, 1), padding="same"),
+    ),
+    (
+        "k3-dil2-same-nobias",
+        dict(kernel_size=(3, 3), dilation_rate=(2, 2), padding="same", use_bias=False),
+    ),
+    ("k3x2-stride2-valid", dict(kernel_size=(3, 2), strides=(2, 2))),
+    (
+        "k2-stride1x2-valid-nobias",
+        dict(kernel_size=(2, 2), strides=(1, 2), use_bias=False),
+    ),
+]
+REDUCTIONS = ["sum", "concat"]
+IMPLEMENTATIONS = ["fused", "per_channel"]
+DATA_FORMATS = ["channels_last", "channels_first"]
+# Every (option, reduction, implementation, data format) runs eagerly;
+# tf.function and XLA run them on the two options with unequal strides, the
+# configurations TensorFlow's CPU kernels are most particular about.
+MODES = {"eager": None, "function": False, "xla": True}
+GRAPH_OPTIONS = ("k2x3-stride2x1-same", "k2-stride1x2-valid-nobias")
+
+GRID = [
+    pytest.param(
+        options, reduction, implementation, data_format, mode,
+        id=f"{name}-{reduction}-{implementation}-{data_format}-{mode}",
+    )
+    for mode in MODES
+    for name, options in OPTIONS
+    if mode == "eager" or name in GRAPH_OPTIONS
+    for reduction in REDUCTIONS
+    for implementation in IMPLEMENTATIONS
+    for data_format in DATA_FORMATS
+]
+
+
+def _keras_runs(options, reduction):
+    """Whether Keras's layer runs ``options`` on every CPU (see above)."""
+    strides = options.get("strides", (1, 1))
+    return reduction == "sum" or strides[0] == strides[1]
+
+
+REFERENCE_GRID = [
+    pytest.param(options, reduction, id=f"{name}-{reduction}")
+    for name, options in OPTIONS
+    for reduction in REDUCTIONS
+]
+
+
+def _conv_args(options, data_format="channels_last"):
+    """The geometry arguments of :func:`harness.numpy_conv` for ``options``."""
+    return dict(
+        strides=options.get("strides", (1, 1)),
+        padding=options.get("padding", "valid"),
+        dilation_rate=options.get("dilation_rate", (1, 1)),
+        data_format=data_format,
+    )
+
+
+def _frozen_mask():
+    mask = np.zeros((IN_CHANNELS, FILTERS), dtype=bool)
+    for channel, filter_ in FROZEN:
+        mask[channel, filter_] = True
+    return mask
+
+
+def _split(full_kernel_gradient):
+    """The full-kernel gradient at the trainable and at the frozen kernels.
+
+    Kernel ``(c, f)`` is number ``c * filters + f``; each variable holds its
+    kernels in increasing number order.
+    """
+    flat = full_kernel_gradient.reshape(full_kernel_gradient.shape[:2] + (-1,))
+    frozen = _frozen_mask().reshape(-1)
+    return flat[..., ~frozen], flat[..., frozen]
+
+
+def _to_last(array, data_format):
+    return array if data_format == "channels_last" else array.transpose(0, 2, 3, 1)
+
+
+def _from_last(array, data_format):
+    return array if data_format == "channels_last" else array.transpose(0, 3, 1, 2)
+
+
+def _problem(options, reduction, data_format, seed=0):
+    """Input, full kernel, bias and upstream gradient, in ``data_format``."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(2, 7, 9, IN_CHANNELS)).astype("float32")
+    kernel = rng.normal(size=options["kernel_size"] + (IN_CHANNELS, FILTERS))
+    out_channels = FILTERS if reduction == "sum" else IN_CHANNELS * FILTERS
+    bias = rng.normal(size=(out_channels,))
+    y = numpy_conv(x, kernel, reduction, **_conv_args(options))
+    upstream = rng.normal(size=y.shape).astype("float32")
+    return (
+        _from_last(x, data_format),
+        kernel.astype("float32"),
+        bias.astype("float32"),
+        _from_last(upstream, data_format),
+    )
+
+
+def _keras_gradients(options, reduction, x, kernel, bias, upstream, data_format):
+    """Keras's Conv2D / DepthwiseConv2D gradients, computed in channels_last.
+
+    Returns ``(d_input, d_kernel, d_bias)`` with ``d_input`` in
+    ``data_format`` and ``d_kernel`` of the full kernel's shape.
+    """
+    common = dict(
+        kernel_size=options["kernel_size"],
+        strides=options.get("strides", (1, 1)),
+        padding=options.get("padding", "valid"),
+        dilation_rate=options.get("dilation_rate", (1, 1)),
+        data_format="channels_last",
+    )
+    if reduction == "sum":
+        ref = keras.layers.Conv2D(FILTERS, **common)
+    else:
+        ref = keras.layers.DepthwiseConv2D(depth_multiplier=FILTERS, **common)
+    x_last = tf.constant(_to_last(x, data_format))
+    ref.build(x_last.shape)
+    ref.set_weights([kernel.reshape(ref.kernel.shape), bias])
+    with tf.GradientTape() as tape:
+        tape.watch(x_last)
+        loss = tf.reduce_sum(ref(x_last) * _to_last(upstream, data_format))
+    d_input, d_kernel, d_bias = tape.gradient(loss, [x_last, ref.kernel, ref.bias])
+    return (
+        _from_last(to_numpy(d_input), data_format),
+        to_numpy(d_kernel).reshape(kernel.shape),
+        to_numpy(d_bias),
+    )
+
+
+def _layer_gradients(layer, x, upstream, mode):
+    """``{"input", "trainable_kernels", "bias", "frozen_kernels"}`` gradients."""
+    names = ["input"] + [w.name for w in layer.trainable_weights] + ["frozen_kernels"]
+
+    def gradients(x, upstream):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            tape.watch(layer.frozen_kernels.value)
+            loss = tf.reduce_sum(layer(x) * upstream)
+        sources = [x] + [w.value for w in layer.trainable_weights]
+        return tape.gradient(loss, sources + [layer.frozen_kernels.value])
+
+    if MODES[mode] is not None:
+        gradients = tf.function(gradients, jit_compile=MODES[mode])
+    values = gradients(tf.constant(x), tf.constant(upstream))
+    return {name: to_numpy(value) for name, value in zip(names, values)}
+
+
+def _assert_close(actual, expected, what):
+    np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=ATOL, err_msg=what)
+
+
+@pytest.mark.parametrize("options, reduction", REFERENCE_GRID)
+@pytest.mark.parametrize("data_format", DATA_FORMATS)
+def test_numpy_reference_is_the_adjoint_of_numpy_conv(options, reduction, data_format):
+    x, kernel, _, upstream = _problem(options, reduction, data_format)
+    conv_args = _conv_args(options, data_format)
+    d_input, d_kernel, d_bias = numpy_conv_gradients(
+        x, kernel, upstream, reduction, **conv_args
+    )
+    rng = np.random.default_rng(1)
+    v, w = rng.normal(size=x.shape), rng.normal(size=kernel.shape)
+    np.testing.assert_allclose(
+        np.sum(d_input * v),
+        np.sum(numpy_conv(v, kernel, reduction, **conv_args) * upstream),
+        rtol=1e-10,
+    )
+    np.testing.assert_allclose(
+        np.sum(d_kernel * w),
+        np.sum(numpy_conv(x, w, reduction, **conv_args) * upstream),
+        rtol=1e-10,
+    )
+    b = rng.normal(size=d_bias.shape)
+    with_bias = numpy_conv(x, kernel, reduction, bias=b, **conv_args)
+    without = numpy_conv(x, kernel, reduction, **conv_args)
+    np.testing.assert_allclose(
+        np.sum(d_bias * b), np.sum((with_bias - without) * upstream), rtol=1e-10
+    )
+
+
+@pytest.mark.parametrize(
+    "options, reduction",
+    [p for p in REFERENCE_GRID if _keras_runs(*p.values)],
+)
+def test_numpy_reference_matches_keras(options, reduction):
+    x, kernel, bias, upstream = _problem(options, reduction, "channels_last")
+    expected = numpy_conv_gradients(
+        x, kernel, upstream, reduction, **_conv_args(options)
+    )
+    keras_grads = _keras_gradients(
+        options, reduction, x, kernel, bias, upstream, "channels_last"
+    )
+    for what, got, want in zip(("input", "kernel", "bias"), keras_grads, expected):
+        _assert_close(got, want, what)
+
+
+@pytest.mark.parametrize(
+    "options, reduction, implementation, data_format, mode", GRID
+)
+def test_gradients_match_references(
+    options, reduction, implementation, data_format, mode
+):
+    x, kernel, bias, upstream = _problem(options, reduction, data_format)
+    layer = ChannelConv2D(
+        FILTERS,
+        frozen=FROZEN,
+        reduction=reduction,
+        implementation=implementation,
+        data_format=data_format,
+        **options,
+    )
+    layer.build(x.shape)
+    layer.assign_kernel(kernel)  # frozen kernels non-zero: they reach d_input
+    use_bias = options.get("use_bias", True)
+    if use_bias:
+        layer.bias.assign(bias)
+    assert [w.name for w in layer.trainable_weights] == ["trainable_kernels"] + (
+        ["bias"] if use_bias else []
+    )
+    assert [w.name for w in layer.non_trainable_weights] == ["frozen_kernels"]
+
+    got = _layer_gradients(layer, x, upstream, mode)
+    conv_args = _conv_args(options, data_format)
+    d_input, d_kernel, d_bias = numpy_conv_gradients(
+        x, kernel, upstream, reduction, **conv_args
+    )
+    d_trainable, d_frozen = _split(d_kernel)
+    _assert_close(got["input"], d_input, "input vs NumPy")
+    _assert_close(got["trainable_kernels"], d_trainable, "trainable_kernels vs NumPy")
+    _assert_close(got["frozen_kernels"], d_frozen, "frozen_kernels vs NumPy")
+    if use_bias:
+        _assert_close(got["bias"], d_bias, "bias vs NumPy")
+
+    if not _keras_runs(options, reduction):
+        return  # NumPy alone is the reference (see the module docstring)
+    k_input, k_kernel, k_bias = _keras_gradients(
+        options, reduction, x, kernel, bias, upstream, data_format
+    )
+    _assert_close(got["input"], k_input, "input vs Keras")
+    _assert_close(got["trainable_kernels"], _split(k_kernel)[0], "kernels vs Keras")
+    if use_bias:
+        _assert_close(got["bias"], k_bias, "bias vs Keras")
