@@ -16,9 +16,8 @@ import sys
 from channelconv import demo, reproduce
 from channelconv.demo import DEFAULTS
 from channelconv.ops import IMPLEMENTATIONS, REDUCTIONS
+from channelconv.report import EXIT_FAILED
 
-EXIT_OK = 0
-EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 

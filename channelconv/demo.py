@@ -20,7 +20,6 @@ like the question's ``Conv2D`` (a ``"concat"`` second layer would output
 """
 
 import os
-import sys
 
 import keras
 import numpy as np
@@ -28,6 +27,7 @@ import numpy as np
 from channelconv.layers import ChannelConv2D
 from channelconv.mask import parse_frozen, random_frozen_mask, resolve_frozen
 from channelconv.plot import plot_kernel_mask
+from channelconv.report import Report, parameter_counts
 from channelconv.reference import ANSWER_FROZEN
 
 #: The question's model: 3 input channels, 16 filters per layer.
@@ -182,8 +182,6 @@ def _parameter_rows(model):
             continue
         in_channels, filters = layer.frozen_mask.shape
         out_channels = layer.compute_output_shape((None, None, None, in_channels))[-1]
-        trainable = sum(int(np.prod(w.shape)) for w in layer.trainable_weights)
-        non_trainable = sum(int(np.prod(w.shape)) for w in layer.non_trainable_weights)
         rows.append(
             dict(
                 name=f"{layer.name} ({layer.reduction})",
@@ -191,9 +189,7 @@ def _parameter_rows(model):
                 out_channels=out_channels,
                 kernels=in_channels * filters,
                 frozen=int(layer.frozen_mask.sum()),
-                trainable=trainable,
-                non_trainable=non_trainable,
-                total=trainable + non_trainable,
+                **parameter_counts(layer)._asdict(),
             )
         )
     return rows
@@ -261,25 +257,12 @@ def run(
         ``0`` if every check holds (frozen kernels exactly zero after
         training and after reloading, counts as expected, loss decreased,
         reloaded outputs match); ``1`` otherwise, after printing which
-        check failed to ``sys.stderr``.
+        checks failed to ``sys.stderr``.
 
     Raises:
         OSError: the model cannot be written to ``output``.
     """
-    out = sys.stdout if out is None else out
-
-    def say(*lines):
-        for line in lines:
-            print(line, file=out)
-        out.flush()
-
-    failures = []
-
-    def check(ok, message):
-        if not ok:
-            failures.append(message)
-        return "yes" if ok else "NO"
-
+    report = Report("channelconv demo", out, marks=("yes", "NO"))
     keras.utils.set_random_seed(seed)
     teacher = build_model(mask, reduction, implementation, kernel_size)
     student = build_model(mask, reduction, implementation, kernel_size)
@@ -287,12 +270,30 @@ def run(
     x_train, y_train, x_eval, y_eval = _make_task(
         teacher, n_train, EVAL_IMAGES, image_size, seed
     )
-    pairs = [tuple(int(i) for i in p) for p in np.argwhere(mask)]
-    say(
+    _say_setup(report, mask, reduction, implementation, kernel_size, image_size, n_train)
+    student.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
+    initial_loss = _loss(student, x_eval, y_eval)
+    student.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, verbose=verbose)
+    final_loss = _loss(student, x_eval, y_eval)
+
+    conv1 = student.get_layer("conv1")
+    _check_frozen_after_training(report, conv1)
+    _check_parameters(report, student, kernel_size)
+    _check_loss(report, initial_loss, final_loss)
+    _check_reload(report, student, output, x_eval[:8])
+    plot_path = os.path.splitext(output)[0] + "_conv1_mask.png"
+    report.say("", _save_mask_plot(conv1, plot_path), "")
+    return report.verdict("All checks passed.")
+
+
+def _say_setup(report, mask, reduction, implementation, kernel_size, image_size, n_train):
+    """Prints the model, the frozen kernels and the task."""
+    pairs = " ".join(f"({c},{f})" for c, f in np.argwhere(mask)) or "none"
+    report.say(
         "The question's model: 3 x ChannelConv2D(16, "
         f"{kernel_size}) with ReLU between, on 3-channel images.",
-        f"Frozen at zero in conv1: {len(pairs)} of {mask.size} kernels "
-        f"(input channel, filter): {' '.join(f'({c},{f})' for c, f in pairs) or 'none'}",
+        f"Frozen at zero in conv1: {int(mask.sum())} of {mask.size} kernels "
+        f"(input channel, filter): {pairs}",
         f"conv1 reduction: {reduction}; implementation: {implementation}.",
         f"Task: recover a random teacher network with the same frozen kernels "
         f"from {n_train} random {image_size}x{image_size} images "
@@ -300,88 +301,79 @@ def run(
         "",
     )
 
-    student.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
-    initial_loss = float(student.evaluate(x_eval, y_eval, batch_size=256, verbose=0))
-    student.fit(
-        x_train,
-        y_train,
-        batch_size=batch_size,
-        epochs=epochs,
-        verbose=verbose,
-        shuffle=True,
-    )
-    final_loss = float(student.evaluate(x_eval, y_eval, batch_size=256, verbose=0))
 
-    conv1 = student.get_layer("conv1")
-    values = frozen_values(conv1)
-    say(
+def _loss(model, x, y):
+    """The compiled loss of ``model`` on ``(x, y)``, as a Python float."""
+    return float(model.evaluate(x, y, batch_size=256, verbose=0))
+
+
+def _all_zero(values):
+    return np.array_equal(values, np.zeros_like(values))
+
+
+def _check_frozen_after_training(report, layer):
+    values = frozen_values(layer)
+    mark = report.check(_all_zero(values), "a frozen kernel is not zero after training")
+    report.say(
         "",
         "Frozen kernels after training:",
-        f"  all {values.shape[-1]} exactly zero (np.array_equal): "
-        + check(np.array_equal(values, np.zeros_like(values)), "a frozen kernel is not zero after training"),
+        f"  all {values.shape[-1]} exactly zero (np.array_equal): {mark}",
     )
 
-    rows = _parameter_rows(student)
+
+def _check_parameters(report, model, kernel_size):
+    """Prints the parameter table; checks it against the layer shapes."""
+    rows = _parameter_rows(model)
     k2 = kernel_size * kernel_size
-    expected = [
-        (row["kernels"] - row["frozen"]) * k2 + row["out_channels"]
-        for row in rows
-    ]
-    counts_ok = [r["trainable"] for r in rows] == expected and [
-        r["non_trainable"] for r in rows
-    ] == [r["frozen"] * k2 for r in rows]
-    say(
+    as_expected = all(
+        r["trainable"] == (r["kernels"] - r["frozen"]) * k2 + r["out_channels"]
+        and r["non_trainable"] == r["frozen"] * k2
+        for r in rows
+    )
+    total = model.count_params()
+    mark = report.check(
+        as_expected and sum(r["total"] for r in rows) == total,
+        "the parameter counts are not the expected ones",
+    )
+    report.say(
         "",
         "Parameters (trainable = trainable kernels x k x k + bias; "
         "non-trainable = frozen kernels x k x k):",
         _format_table(rows),
-        "  counts as expected and equal to model.count_params() = "
-        f"{student.count_params()}: "
-        + check(
-            counts_ok and sum(r["total"] for r in rows) == student.count_params(),
-            "the parameter counts are not the expected ones",
-        ),
+        f"  counts as expected and equal to model.count_params() = {total}: {mark}",
     )
 
-    say(
+
+def _check_loss(report, initial, final):
+    mark = report.check(final < initial, "the loss did not decrease")
+    report.say(
         "",
-        f"Loss on the held-out images: initial {initial_loss:.4f} -> final "
-        f"{final_loss:.4f} ({final_loss / initial_loss:.1%} of initial); "
-        "decreased: "
-        + check(final_loss < initial_loss, "the loss did not decrease"),
+        f"Loss on the held-out images: initial {initial:.4f} -> final "
+        f"{final:.4f} ({final / initial:.1%} of initial); decreased: {mark}",
     )
 
-    student.save(output)
-    reloaded = keras.saving.load_model(output)
-    values = frozen_values(reloaded.get_layer("conv1"))
-    weights_equal = all(
-        np.array_equal(a, b)
-        for a, b in zip(student.get_weights(), reloaded.get_weights())
+
+def _check_reload(report, model, path, probe):
+    """Saves ``model`` to ``path``, reloads it, compares weights and outputs."""
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    zero = _all_zero(frozen_values(reloaded.get_layer("conv1")))
+    same_weights = all(
+        np.array_equal(a, b) for a, b in zip(model.get_weights(), reloaded.get_weights())
     )
-    before = keras.ops.convert_to_numpy(student(x_eval[:8]))
-    after = keras.ops.convert_to_numpy(reloaded(x_eval[:8]))
+    before = keras.ops.convert_to_numpy(model(probe))
+    after = keras.ops.convert_to_numpy(reloaded(probe))
     diff = float(np.max(np.abs(before - after)))
-    say(
+    close = np.allclose(before, after, rtol=1e-6, atol=1e-6)
+    report.say(
         "",
-        f"Saved to {output} ({os.path.getsize(output) / 1024:.0f} KiB) and reloaded:",
+        f"Saved to {path} ({os.path.getsize(path) / 1024:.0f} KiB) and reloaded:",
         "  frozen kernels exactly zero: "
-        + check(np.array_equal(values, np.zeros_like(values)), "a frozen kernel is not zero in the reloaded model"),
-        "  weights identical: " + check(weights_equal, "the reloaded weights differ"),
+        + report.check(zero, "a frozen kernel is not zero in the reloaded model"),
+        "  weights identical: " + report.check(same_weights, "the reloaded weights differ"),
         f"  outputs match (max |diff| {diff:.1e}): "
-        + check(np.allclose(before, after, rtol=1e-6, atol=1e-6), "the reloaded model's outputs differ"),
+        + report.check(close, "the reloaded model's outputs differ"),
     )
-
-    say("", _save_mask_plot(conv1, os.path.splitext(output)[0] + "_conv1_mask.png"))
-
-    if failures:
-        print(
-            f"channelconv demo: {len(failures)} check(s) failed: "
-            + "; ".join(failures),
-            file=sys.stderr,
-        )
-        return 1
-    say("", "All checks passed.")
-    return 0
 
 
 def _save_mask_plot(layer, path):

@@ -10,46 +10,19 @@ when all of them hold.
 """
 
 import re
-import sys
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from channelconv import reference
+from channelconv.convert import to_keras_layer
 from channelconv.layers import ChannelConv2D
 from channelconv.reference import ANSWER_COUNTS, ANSWER_FROZEN
+from channelconv.report import Report, parameter_counts
 
 #: Tolerance of the float32 comparisons with the Keras layers.
 RTOL = ATOL = 1e-5
-
-
-class Report:
-    """Collects the printed lines and the checks of one run.
-
-    Args:
-        out: text stream the lines are written to.
-    """
-
-    def __init__(self, out):
-        self.out = out
-        self.checks = []
-
-    def say(self, *lines):
-        """Prints each of ``lines``."""
-        for line in lines:
-            print(line, file=self.out)
-        self.out.flush()
-
-    def check(self, ok, claim):
-        """Records ``claim`` as holding (``ok``) or not; returns a marker."""
-        self.checks.append((claim, bool(ok)))
-        return "ok" if ok else "FAILED"
-
-    @property
-    def failed(self):
-        """The claims that did not hold."""
-        return [claim for claim, ok in self.checks if not ok]
 
 
 def side_by_side(left, right, gap=3):
@@ -79,13 +52,6 @@ def _summary_text(model, line_length=58):
         print_fn=lambda text, line_break=False: parts.append(text),
     )
     return "\n".join(parts).rstrip("\n")
-
-
-def _weight_counts(model):
-    """``(total, trainable, non_trainable)`` parameter counts of ``model``."""
-    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-    frozen = sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
-    return model.count_params(), trainable, frozen
 
 
 def _section_as_written(report):
@@ -129,8 +95,8 @@ def _section_summaries(report, answer, ours):
     published = dict(zip(("total", "trainable", "non-trainable"), ANSWER_COUNTS))
     rows = [
         ("the answer's published summary", ANSWER_COUNTS),
-        ("AnswerConv2D", _weight_counts(answer)),
-        ("ChannelConv2D (concat)", _weight_counts(ours)),
+        ("AnswerConv2D", parameter_counts(answer)),
+        ("ChannelConv2D (concat)", parameter_counts(ours)),
     ]
     report.say(f"   {'':32}{'total':>7}{'trainable':>11}{'non-trainable':>15}")
     for name, counts in rows:
@@ -202,21 +168,35 @@ def _section_gradients(report, rng):
     )
     x = rng.standard_normal((2, 8, 8, 3)).astype("float32")
     target = rng.standard_normal((2, 6, 6, 48)).astype("float32")
+    answer, ours = _fresh_models()
+    _step_answer(report, answer, x, target)
+    _step_ours(report, ours, x, target)
+
+
+def _fresh_models():
+    """The answer's model and the ChannelConv2D equivalent, freshly built."""
     answer = reference.answer_model()
     ours = keras.Sequential([reference.channel_conv2d_like_answer()])
     ours.build((None, None, None, 3))
+    return answer, ours
+
+
+#: The answer's kernel variables: the (input channel, filter) pairs they hold.
+ANSWER_KERNEL_PAIRS = {
+    "c1_1": "(0,0)-(0,4)",
+    "c1_2": "(0,5)-(0,15)",
+    "c2": "(1,0)-(1,15)",
+    "c3": "(2,0)-(2,15)",
+}
+
+
+def _step_answer(report, answer, x, target):
+    """Which of the answer's kernels get a gradient, and what one step changes."""
     layer = answer.layers[0]
     variables = reference.answer_variables(layer)
-
     grads = _gradients(answer, x, target)
-    kernel_pairs = {
-        "c1_1": "(0,0)-(0,4)",
-        "c1_2": "(0,5)-(0,15)",
-        "c2": "(1,0)-(1,15)",
-        "c3": "(2,0)-(2,15)",
-    }
     report.say("   AnswerConv2D      kernels       filters  gradient")
-    for name, pairs in kernel_pairs.items():
+    for name, pairs in ANSWER_KERNEL_PAIRS.items():
         var = variables[name]
         n = var.shape[-1]
         if not var.trainable:
@@ -247,6 +227,9 @@ def _section_gradients(report, rng):
         f"(expected 0, the defect): {mark}"
     )
 
+
+def _step_ours(report, ours, x, target):
+    """Every trainable kernel of ChannelConv2D gets a gradient; frozen stay."""
     conv = ours.layers[0]
     grads = _gradients(ours, x, target)
     n_trainable = conv.trainable_kernels.shape[-1]
@@ -297,6 +280,13 @@ def _sgd_step(model, grads, learning_rate=0.1):
             w.assign_sub(learning_rate * grads[id(w)])
 
 
+#: The Keras layer each reduction equals, as the table names it.
+KERAS_EQUIVALENT = {
+    "sum": "Conv2D(16, 3)",
+    "concat": "DepthwiseConv2D(3, depth_multiplier=16)",
+}
+
+
 def _section_reductions(report, rng):
     report.say(
         "5. Sum vs concat: ChannelConv2D(16, 3, frozen=[(0,0)..(0,4)]) with "
@@ -306,7 +296,7 @@ def _section_reductions(report, rng):
         f"{'Keras reference':<42}max |diff|",
     )
     x = rng.standard_normal((2, 8, 8, 3)).astype("float32")
-    for reduction in ("sum", "concat"):
+    for reduction, name in KERAS_EQUIVALENT.items():
         for implementation in ("fused", "per_channel"):
             layer = ChannelConv2D(
                 16,
@@ -317,17 +307,7 @@ def _section_reductions(report, rng):
                 bias_initializer="random_normal",
             )
             y = keras.ops.convert_to_numpy(layer(x))
-            if reduction == "sum":
-                name = "Conv2D(16, 3)"
-                ref = keras.layers.Conv2D(16, 3)
-            else:
-                name = "DepthwiseConv2D(3, depth_multiplier=16)"
-                ref = keras.layers.DepthwiseConv2D(3, depth_multiplier=16)
-            ref.build(x.shape)
-            ref.set_weights(
-                [keras.ops.convert_to_numpy(layer.kernel), layer.bias.numpy()]
-            )
-            expected = keras.ops.convert_to_numpy(ref(x))
+            expected = keras.ops.convert_to_numpy(to_keras_layer(layer)(x))
             diff = float(np.abs(y - expected).max())
             ok = y.shape == expected.shape and np.allclose(
                 y, expected, rtol=RTOL, atol=ATOL
@@ -357,28 +337,13 @@ def run(seed=0, out=None):
         ``0`` if every check holds, else ``1`` after printing the failed
         checks to ``sys.stderr``.
     """
-    report = Report(sys.stdout if out is None else out)
+    report = Report("channelconv reproduce", out)
     rng = np.random.default_rng(seed)
     keras.utils.set_random_seed(seed)
     _section_as_written(report)
-    answer = reference.answer_model()
-    ours = keras.Sequential([reference.channel_conv2d_like_answer()])
-    ours.build((None, None, None, 3))
+    answer, ours = _fresh_models()
     _section_summaries(report, answer, ours)
     _section_same_outputs(report, answer, ours, rng)
     _section_gradients(report, rng)
     _section_reductions(report, rng)
-    return _finish(report)
-
-
-def _finish(report):
-    """Prints the verdict of ``report``; returns the exit code."""
-    if report.failed:
-        print(
-            f"channelconv reproduce: {len(report.failed)} of "
-            f"{len(report.checks)} checks failed: " + "; ".join(report.failed),
-            file=sys.stderr,
-        )
-        return 1
-    report.say(f"All {len(report.checks)} checks agree.")
-    return 0
+    return report.verdict("All {n} checks agree.")

@@ -5,33 +5,43 @@ and a multi-worker cluster needs one process per worker, so the tests run
 this script with ``subprocess`` and compare what it writes. It never checks
 anything itself: it trains and records, the test process judges.
 
+Two kinds of training are recorded. ``model.fit`` on a small regression
+model (:data:`FIT_SCENARIOS`), and the documented custom loop,
+``loop_epochs`` of ``docs/examples/train_distributed.py``, on that
+example's own model and data (:data:`EXAMPLE_SCENARIOS`; the example is
+imported, not copied, and so is its ``make_strategy``). Each is trained from
+the same seeds and on the same global batches once under the strategy and
+once without any.
+
     python tests/distribute_worker.py mirrored OUT_DIR
-        Splits the CPU into two logical devices and runs every scenario of
-        :data:`MIRRORED_SCENARIOS`: the same model, from the same initial
-        weights and on the same global batches, trained once without a
-        strategy and once under ``MirroredStrategy``. Writes
-        ``OUT_DIR/<scenario>.npz`` (``initial/``, ``single/`` and
-        ``mirrored/`` weights by variable path, and ``replica1/``, the second
-        replica's copies; absent when the scenario raised);
-        ``OUT_DIR/mirrored.json`` (devices, replicas, per scenario the dtypes
-        seen or the traceback, seconds taken, and ``keras_jit_fit``: what
+        Splits the CPU into two logical devices (``make_strategy`` of the
+        example) and runs every scenario of both tables. Writes
+        ``OUT_DIR/<scenario>.npz``: weights by variable path, ``initial/``,
+        ``single/`` (trained without a strategy), ``mirrored/`` and
+        ``replica1/`` (the second replica's copies); for the example's
+        scenarios also ``single_initial/`` (the single-device model before
+        training, built from the same seed) and ``fit/`` (``model.fit``
+        without a strategy, the loop's reference); absent when the scenario
+        raised. ``OUT_DIR/mirrored.json``: devices, replicas, per scenario
+        the dtypes seen and the loop's loss per epoch, or the traceback,
+        seconds taken, and ``keras_jit_fit``: what
         ``compile(jit_compile=True)`` + ``fit`` does with ChannelConv2D and
-        with Conv2D); and, from :data:`CHECKPOINT_SCENARIO`, the checkpoints
+        with Conv2D. From :data:`CHECKPOINT_SCENARIO`, the checkpoints
         ``mirrored.keras``, ``mirrored.weights.h5``, ``tf_ckpt/`` and
         ``probe.npz`` (a probe input and the distributed model's prediction).
 
     TF_CONFIG=... python tests/distribute_worker.py multiworker OUT_DIR
         One worker of a ``MultiWorkerMirroredStrategy`` cluster (its task
-        index comes from ``TF_CONFIG``); trains a two-layer model (both
-        implementations, both reductions) on :data:`MULTIWORKER_STEPS`
-        global batches per epoch, then trains a copy of the initial model
-        alone on the same batches, and writes ``OUT_DIR/worker<index>.npz``
-        (``initial/``, ``final/`` and ``single/`` weights) and
-        ``OUT_DIR/worker<index>.json`` (replicas, and what ``fit`` does under
-        the strategy with ChannelConv2D and with Conv2D).
+        index comes from ``TF_CONFIG``): trains the example's model with the
+        example's loop under the strategy, then a model from the same seed
+        with the same loop alone, on the same :data:`MULTIWORKER_SAMPLES`
+        samples, and writes ``OUT_DIR/worker<index>.npz`` (``initial/``,
+        ``final/`` and ``single/`` weights) and ``OUT_DIR/worker<index>.json``
+        (replicas, and what ``fit`` does under the strategy with
+        ChannelConv2D and with Conv2D).
 """
 
-import functools
+import importlib.util
 import json
 import os
 import pathlib
@@ -45,6 +55,22 @@ import tensorflow as tf
 
 from channelconv.layers import ChannelConv2D
 
+EXAMPLE_PATH = (
+    pathlib.Path(__file__).resolve().parents[1] / "docs" / "examples" / "train_distributed.py"
+)
+
+
+def _import_example():
+    spec = importlib.util.spec_from_file_location("train_distributed", EXAMPLE_PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+#: ``docs/examples/train_distributed.py``, imported: its data, model,
+#: strategy and training loop are what the example scenarios run.
+example = _import_example()
+
 GLOBAL_BATCH = 8
 SAMPLES = 32
 EPOCHS = 2
@@ -54,12 +80,11 @@ FILTERS = 4
 FROZEN = [(0, 0), (0, 3), (1, 1), (2, 2)]
 LEARNING_RATE = 0.05
 
-# Scenario name -> how to build and train it. Every implementation and
-# reduction appears in float32; the mixed-precision and XLA scenarios cover
-# both implementations and both reductions between them. "fit" is
-# ``model.fit``; "xla_loop" is a custom loop in which each replica's forward
-# and backward pass is one XLA computation (see ``train_custom_loop``).
-MIRRORED_SCENARIOS = {
+# Scenario name -> the model.fit scenario: the worker's model, SGD, trained
+# with ``model.fit`` with and without the strategy. Every implementation and
+# reduction appears in float32; the mixed-precision scenarios cover both
+# implementations and both reductions between them.
+FIT_SCENARIOS = {
     "fused-sum": dict(implementation="fused", reduction="sum"),
     "fused-concat": dict(implementation="fused", reduction="concat"),
     "per_channel-sum": dict(implementation="per_channel", reduction="sum"),
@@ -70,13 +95,39 @@ MIRRORED_SCENARIOS = {
     "mixed_bfloat16": dict(
         implementation="per_channel", reduction="concat", policy="mixed_bfloat16"
     ),
-    "xla-fused-sum": dict(implementation="fused", reduction="sum", loop="xla_loop"),
-    "xla-per_channel-concat": dict(
-        implementation="per_channel", reduction="concat", loop="xla_loop"
-    ),
 }
 CHECKPOINT_SCENARIO = "fused-sum"
-MULTIWORKER_STEPS = 3
+
+# Scenario name -> an example scenario: the example's model, trained by its
+# ``loop_epochs`` with and without the strategy (and by ``model.fit`` without
+# one). SGD by default: its steps are proportional to the gradient, so a
+# wrongly scaled loss changes the weights (Adam's steps divide the gradient
+# by its own scale and hide a constant factor); "adam" is the script's own
+# optimizer. "jit_compile" compiles each replica's step with XLA.
+EXAMPLE_SCENARIOS = {
+    "example-fused-sum": dict(implementation="fused", reduction="sum"),
+    "example-per_channel-concat": dict(implementation="per_channel", reduction="concat"),
+    "example-xla-fused-concat": dict(
+        implementation="fused", reduction="concat", jit_compile=True
+    ),
+    "example-xla-per_channel-sum": dict(
+        implementation="per_channel", reduction="sum", jit_compile=True
+    ),
+    "example-mixed_float16": dict(
+        implementation="fused", reduction="sum", policy="mixed_float16"
+    ),
+    "example-adam": dict(implementation="fused", reduction="sum", optimizer="adam"),
+}
+# 4 global batches of 16, then one of 5 (split 3 + 2 over two replicas): the
+# loop must average each step over the samples it really has.
+EXAMPLE_SAMPLES = 69
+EXAMPLE_BATCH = 16
+EXAMPLE_LEARNING_RATE = 0.1
+EXAMPLE_SEED = 3
+# The cluster's data: 3 global batches of GLOBAL_BATCH (8) and one of 5; its
+# model: the example's (implementation, reduction), both reductions in it.
+MULTIWORKER_SAMPLES = 29
+MULTIWORKER_MODEL = ("fused", "concat")
 
 
 def make_data():
@@ -87,31 +138,25 @@ def make_data():
     return x, y
 
 
-def build_model(implementation="fused", reduction="sum", layers=1, seed=1):
-    """Input -> ``layers`` x ChannelConv2D -> Flatten -> Dense(2, float32).
+def build_model(implementation="fused", reduction="sum", seed=1):
+    """Input -> ChannelConv2D -> Flatten -> Dense(2, float32).
 
     The frozen kernels are drawn from a normal distribution (not zeros), so
-    that "unchanged" is a strong check. With ``layers=2`` the second layer
-    uses the other implementation and reduction, so one model covers both.
-    The last layer computes in float32, as Keras recommends for mixed
-    precision.
+    that "unchanged" is a strong check. The last layer computes in float32,
+    as Keras recommends for mixed precision.
     """
-    other = {"fused": "per_channel", "per_channel": "fused"}
-    other_reduction = {"sum": "concat", "concat": "sum"}
     inputs = keras.Input(shape=INPUT_SHAPE)
-    h = inputs
-    for i in range(layers):
-        h = ChannelConv2D(
-            FILTERS,
-            3,
-            frozen=FROZEN if i == 0 else [(0, 1), (2, 0)],
-            frozen_initializer=keras.initializers.RandomNormal(seed=seed + 100 + i),
-            kernel_initializer=keras.initializers.GlorotUniform(seed=seed + i),
-            implementation=implementation if i == 0 else other[implementation],
-            reduction=reduction if i == 0 else other_reduction[reduction],
-            padding="same" if i == 0 else "valid",
-            name=f"channel_conv{i}",
-        )(h)
+    h = ChannelConv2D(
+        FILTERS,
+        3,
+        frozen=FROZEN,
+        frozen_initializer=keras.initializers.RandomNormal(seed=seed + 100),
+        kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+        implementation=implementation,
+        reduction=reduction,
+        padding="same",
+        name="channel_conv0",
+    )(inputs)
     h = keras.layers.Flatten()(h)
     outputs = keras.layers.Dense(
         2,
@@ -153,88 +198,103 @@ def train_fit(model, x, y):
     model.fit(x, y, batch_size=GLOBAL_BATCH, epochs=EPOCHS, shuffle=False, verbose=0)
 
 
-def train_custom_loop(model, x, y, jit_compile=False):
-    """``strategy.run`` on each global batch, in order; SGD as in ``fit``.
+def example_optimizer(name="sgd"):
+    """A fresh optimizer of an example scenario."""
+    if name == "adam":
+        return keras.optimizers.Adam(1e-2)  # the script's own
+    return keras.optimizers.SGD(EXAMPLE_LEARNING_RATE)
 
-    Used where ``model.fit`` cannot be (Keras 3.15, any model):
 
-    - ``jit_compile=True`` under a ``MirroredStrategy``: Keras puts
-      ``strategy.run`` itself inside the XLA-compiled function, so one XLA
-      computation would read variables on several devices
-      (keras-team/keras#19005; Keras turns ``jit_compile="auto"`` off under
-      a strategy for this reason). Here each replica's forward and backward
-      pass is compiled by XLA instead, and the optimizer sums the gradients
-      across replicas outside XLA.
-    - ``MultiWorkerMirroredStrategy``: ``fit`` fails before the first step
-      (keras-team/keras#20585).
+def seeded_example_model(implementation, reduction):
+    """The example's model, built after seeding Keras with EXAMPLE_SEED."""
+    keras.utils.set_random_seed(EXAMPLE_SEED)
+    return example.build_model(implementation, reduction)
 
-    The loss is each replica's mean divided by the number of replicas, so
-    the summed gradient is that of the global mean, as in ``fit``.
+
+def train_example_loop(model, x, y, batch_size, options):
+    """Trains with the example's ``loop_epochs``; returns its loss per epoch.
+
+    Runs under the strategy whose scope is active, or under none.
     """
-    strategy = tf.distribute.get_strategy()
-    replicas = strategy.num_replicas_in_sync
-    optimizer = keras.optimizers.SGD(LEARNING_RATE)
-    optimizer.build(model.trainable_variables)
-
-    @tf.function(jit_compile=jit_compile)
-    def replica_gradients(xb, yb):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.square(model(xb, training=True) - yb))
-            loss = loss / replicas
-        return tape.gradient(loss, model.trainable_variables)
-
-    @tf.function
-    def train_step(batch):
-        def replica_step(xb, yb):
-            gradients = replica_gradients(xb, yb)
-            optimizer.apply(gradients, model.trainable_variables)
-
-        strategy.run(replica_step, args=batch)
-
-    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH)
-    for _ in range(EPOCHS):
-        for batch in strategy.experimental_distribute_dataset(dataset):
-            train_step(batch)
+    epoch = example.loop_epochs(
+        model,
+        x,
+        y,
+        batch_size,
+        options.get("jit_compile", False),
+        example_optimizer(options.get("optimizer", "sgd")),
+    )
+    return [epoch() for _ in range(EPOCHS)]
 
 
-LOOPS = {
-    "fit": train_fit,
-    "xla_loop": functools.partial(train_custom_loop, jit_compile=True),
-}
+def run_fit_scenario(name, options, strategy, out_dir):
+    """``model.fit`` without and with ``strategy``, from the same weights."""
+    x, y = make_data()
+    single = build_model(**options)
+    with strategy.scope():
+        mirrored = build_model(**options)
+    mirrored.set_weights(single.get_weights())
+    arrays = weights_by_path(mirrored, "initial")
+    train_fit(single, x, y)
+    with strategy.scope():
+        train_fit(mirrored, x, y)
+    arrays.update(weights_by_path(single, "single"))
+    arrays.update(weights_by_path(mirrored, "mirrored"))
+    arrays.update(replica_copies(mirrored, strategy, "replica1"))
+    np.savez(out_dir / f"{name}.npz", **arrays)
+    if name == CHECKPOINT_SCENARIO:
+        save_checkpoints(mirrored, x, out_dir)
+    return dtypes(mirrored.get_layer("channel_conv0"), mirrored.optimizer)
 
 
-def run_mirrored_scenario(name, options, strategy, x, y, out_dir):
-    """Trains without and with ``strategy`` from the same weights; records.
+def run_example_scenario(name, options, strategy, out_dir):
+    """The example's loop without and with ``strategy``, from the same seed.
 
-    The single-device reference is always trained with ``model.fit`` (no
-    XLA), so the XLA scenarios are checked against plain Keras training.
+    A third model from the same weights is trained by ``model.fit`` without
+    a strategy, with the same optimizer: the reference of the loop itself.
     """
+    x, y = example.make_data(EXAMPLE_SAMPLES)
+    layers = options["implementation"], options["reduction"]
+    with strategy.scope():
+        mirrored = seeded_example_model(*layers)
+    single = seeded_example_model(*layers)
+    fit = seeded_example_model(*layers)
+    fit.set_weights(single.get_weights())
+    arrays = weights_by_path(mirrored, "initial")
+    arrays.update(weights_by_path(single, "single_initial"))
+    with strategy.scope():
+        mirrored_losses = train_example_loop(mirrored, x, y, EXAMPLE_BATCH, options)
+    single_losses = train_example_loop(single, x, y, EXAMPLE_BATCH, options)
+    fit.compile(
+        optimizer=example_optimizer(options.get("optimizer", "sgd")),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    fit.fit(x, y, batch_size=EXAMPLE_BATCH, epochs=EPOCHS, shuffle=False, verbose=0)
+    arrays.update(weights_by_path(single, "single"))
+    arrays.update(weights_by_path(mirrored, "mirrored"))
+    arrays.update(replica_copies(mirrored, strategy, "replica1"))
+    arrays.update(weights_by_path(fit, "fit"))
+    np.savez(out_dir / f"{name}.npz", **arrays)
+    info = dtypes(mirrored.get_layer("conv1"), fit.optimizer)
+    info["loop_loss"] = {"mirrored": mirrored_losses, "single": single_losses}
+    return info
+
+
+def dtypes(layer, optimizer):
+    """The layer's variable and compute dtypes; the optimizer's class name."""
+    return {
+        "variable_dtype": layer.variable_dtype,
+        "compute_dtype": layer.compute_dtype,
+        "optimizer": type(optimizer).__name__,
+    }
+
+
+def run_scenario(run, name, options, strategy, out_dir):
+    """``run(name, options, strategy, out_dir)`` under the scenario's policy."""
     options = dict(options)
-    policy = options.pop("policy", "float32")
-    train = LOOPS[options.pop("loop", "fit")]
-    keras.mixed_precision.set_dtype_policy(policy)
+    keras.mixed_precision.set_dtype_policy(options.pop("policy", "float32"))
     try:
-        single = build_model(**options)
-        with strategy.scope():
-            mirrored = build_model(**options)
-        mirrored.set_weights(single.get_weights())
-        arrays = weights_by_path(mirrored, "initial")
-        train_fit(single, x, y)
-        with strategy.scope():
-            train(mirrored, x, y)
-        arrays.update(weights_by_path(single, "single"))
-        arrays.update(weights_by_path(mirrored, "mirrored"))
-        arrays.update(replica_copies(mirrored, strategy, "replica1"))
-        np.savez(out_dir / f"{name}.npz", **arrays)
-        conv = mirrored.get_layer("channel_conv0")
-        info = {
-            "variable_dtype": conv.variable_dtype,
-            "compute_dtype": conv.compute_dtype,
-            "optimizer": type(getattr(mirrored, "optimizer", None)).__name__,
-        }
-        if name == CHECKPOINT_SCENARIO:
-            save_checkpoints(mirrored, x, out_dir)
-        return info
+        return run(name, options, strategy, out_dir)
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
 
@@ -294,54 +354,49 @@ def save_checkpoints(model, x, out_dir):
 
 
 def run_mirrored(out_dir):
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * 2
-    )
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-    strategy = tf.distribute.MirroredStrategy(devices)
-    x, y = make_data()
+    strategy = example.make_strategy(multi_worker=False, cpu_replicas=2)
     summary = {
-        "devices": devices,
+        "devices": [d.name for d in tf.config.list_logical_devices("CPU")],
         "num_replicas": strategy.num_replicas_in_sync,
         "scenarios": {},
         "seconds": {},
     }
-    for name, options in MIRRORED_SCENARIOS.items():
-        start = time.perf_counter()
-        try:
-            summary["scenarios"][name] = run_mirrored_scenario(
-                name, options, strategy, x, y, out_dir
-            )
-        except Exception:  # recorded; the test reports it
-            summary["scenarios"][name] = {"error": traceback.format_exc()}
-        summary["seconds"][name] = round(time.perf_counter() - start, 2)
+    scenarios = [(run_fit_scenario, FIT_SCENARIOS), (run_example_scenario, EXAMPLE_SCENARIOS)]
+    for run, table in scenarios:
+        for name, options in table.items():
+            start = time.perf_counter()
+            try:
+                summary["scenarios"][name] = run_scenario(run, name, options, strategy, out_dir)
+            except Exception:  # recorded; the test reports it
+                summary["scenarios"][name] = {"error": traceback.format_exc()}
+            summary["seconds"][name] = round(time.perf_counter() - start, 2)
     start = time.perf_counter()
+    x, y = make_data()
     summary["keras_jit_fit"] = fit_outcomes(strategy, x, y, jit_compile=True)
     summary["seconds"]["keras_jit_fit"] = round(time.perf_counter() - start, 2)
     (out_dir / "mirrored.json").write_text(json.dumps(summary, indent=1))
 
 
 def run_multiworker(out_dir):
-    """One worker: trains under MultiWorkerMirroredStrategy, then alone."""
+    """One worker: the example's loop under MultiWorkerMirroredStrategy, then alone."""
     index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    strategy = example.make_strategy(multi_worker=True, cpu_replicas=1)
     x, y = make_data()
-    x, y = x[: GLOBAL_BATCH * MULTIWORKER_STEPS], y[: GLOBAL_BATCH * MULTIWORKER_STEPS]
     summary = {
         "index": index,
         "num_replicas": strategy.num_replicas_in_sync,
         "keras_fit": fit_outcomes(strategy, x, y),
     }
+    x, y = example.make_data(MULTIWORKER_SAMPLES)
     with strategy.scope():
-        model = build_model(layers=2)
-    single = build_model(layers=2)
-    single.set_weights(model.get_weights())
+        model = seeded_example_model(*MULTIWORKER_MODEL)
+    single = seeded_example_model(*MULTIWORKER_MODEL)
     arrays = weights_by_path(model, "initial")
+    arrays.update(weights_by_path(single, "single_initial"))
     with strategy.scope():
-        train_custom_loop(model, x, y)
+        train_example_loop(model, x, y, GLOBAL_BATCH, {})
     arrays.update(weights_by_path(model, "final"))
-    train_fit(single, x, y)
+    train_example_loop(single, x, y, GLOBAL_BATCH, {})
     arrays.update(weights_by_path(single, "single"))
     np.savez(out_dir / f"worker{index}.npz", **arrays)
     (out_dir / f"worker{index}.json").write_text(json.dumps(summary))

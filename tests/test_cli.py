@@ -245,7 +245,7 @@ def test_demo_exits_1_when_a_check_fails(capsys, tmp_path, monkeypatch):
     out, err = capsys.readouterr()
     assert "all 5 exactly zero (np.array_equal): NO" in out
     assert err == (
-        "channelconv demo: 2 check(s) failed: a frozen kernel is not zero after "
+        "channelconv demo: 2 of 6 checks failed: a frozen kernel is not zero after "
         "training; a frozen kernel is not zero in the reloaded model\n"
     )
 

@@ -7,14 +7,26 @@ a multi-worker cluster needs one process per worker. One subprocess runs all
 the ``MultiWorkerMirroredStrategy`` cluster; this process judges what they
 wrote.
 
-The reference for distributed training is the same model trained without a
-strategy, from the same initial weights, on the same global batches (SGD, no
-shuffling). Tolerances, absolute, on weights of size ~0.1-1 after 8 SGD
-steps that move them by up to ~0.1 (measured on a 2-core x86 CPU):
+Two trainings are checked: ``model.fit``, and the documented custom loop
+(``loop_epochs`` of ``docs/examples/train_distributed.py``, imported by the
+worker, on the example's model and data). The reference for distributed
+training is the same training without a strategy, from the same initial
+weights (the same seed, checked), on the same global batches, in order; the
+documented loop without a strategy is itself compared with ``model.fit``,
+so that a loop that scales every step wrongly cannot match itself. The
+example's data ends with a partial global batch, split unevenly over the
+replicas. SGD, unless a scenario says otherwise: its steps are proportional
+to the gradient, so a wrongly scaled loss moves the weights elsewhere.
+
+Tolerances, absolute, on weights of size ~0.1-1 after 8-10 steps that move
+them by up to ~0.1 (measured on a 2-core x86 CPU, oneDNN off and on):
 
 - float32: 1e-6. Distributed and single-device training differ only in the
   order of float32 additions (per-replica sums, then the all-reduce);
-  measured at most 6e-8.
+  measured at most 1.7e-7.
+- float32 with Adam (the example script's optimizer): 1e-5; Adam divides
+  each step by the gradient's running scale, which magnifies those
+  differences; measured 2e-6.
 - mixed_float16: 2e-3, about 2 float16 ulps at 1; measured 4e-4.
 - mixed_bfloat16: 1e-2, about 1.3 bfloat16 ulps at 1; measured 2.7e-3.
 
@@ -48,18 +60,26 @@ MULTIWORKER_TIMEOUT = 180  # seconds for the whole cluster; 10-20 s
 EXAMPLE_TIMEOUT = 180
 
 TOLERANCE = {"float32": 1e-6, "mixed_float16": 2e-3, "mixed_bfloat16": 1e-2}
+ADAM_TOLERANCE = 1e-5
 
-# Scenario name -> its dtype policy; the scenarios are the worker's table.
-SCENARIOS = {
-    name: options.get("policy", "float32")
-    for name, options in worker.MIRRORED_SCENARIOS.items()
-}
+# Scenario name -> its options; the scenarios are the worker's tables.
+SCENARIOS = {**worker.FIT_SCENARIOS, **worker.EXAMPLE_SCENARIOS}
+EXAMPLES = list(worker.EXAMPLE_SCENARIOS)
+
+
+def tolerance(name):
+    """The absolute tolerance of a scenario's weights (see the docstring)."""
+    options = SCENARIOS[name]
+    if options.get("optimizer") == "adam":
+        return ADAM_TOLERANCE
+    return TOLERANCE[options.get("policy", "float32")]
 
 
 def subprocess_env(**extra):
     """This process's environment, quieter, with only the given TF_CONFIG."""
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    env.update(TF_CPP_MIN_LOG_LEVEL="2", **extra)
+    # No GPU: the scenarios run on logical CPU devices on any machine.
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", **extra)
     return env
 
 
@@ -87,6 +107,13 @@ def assert_same_training(result, reference, initial, tolerance):
         np.testing.assert_allclose(
             result[path], reference[path], rtol=0, atol=tolerance, err_msg=path
         )
+
+
+def assert_same_weights(first, second):
+    """The same variables, bit-identical."""
+    assert sorted(first) == sorted(second)
+    for path in first:
+        assert np.array_equal(first[path], second[path]), path
 
 
 def assert_frozen_exact_and_trainable_trained(final, initial):
@@ -139,7 +166,7 @@ def test_mirrored_matches_single_device(mirrored, name):
         split(arrays, "mirrored"),
         split(arrays, "single"),
         split(arrays, "initial"),
-        TOLERANCE[SCENARIOS[name]],
+        tolerance(name),
     )
 
 
@@ -147,23 +174,51 @@ def test_mirrored_matches_single_device(mirrored, name):
 def test_mirrored_frozen_kernels_bit_exact(mirrored, name):
     arrays, _ = scenario_result(mirrored, name)
     initial = split(arrays, "initial")
-    assert_frozen_exact_and_trainable_trained(split(arrays, "mirrored"), initial)
-    assert_frozen_exact_and_trainable_trained(split(arrays, "single"), initial)
+    stages = ["mirrored", "single"] + (["fit"] if name in EXAMPLES else [])
+    for stage in stages:
+        assert_frozen_exact_and_trainable_trained(split(arrays, stage), initial)
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS), ids=list(SCENARIOS))
 def test_mirrored_replicas_hold_identical_copies(mirrored, name):
     arrays, _ = scenario_result(mirrored, name)
-    first, second = split(arrays, "mirrored"), split(arrays, "replica1")
-    assert sorted(first) == sorted(second)
-    for path in first:
-        assert np.array_equal(first[path], second[path]), path
+    assert_same_weights(split(arrays, "replica1"), split(arrays, "mirrored"))
+
+
+# --- the documented loop (docs/examples/train_distributed.py) ------------------
+
+
+@pytest.mark.parametrize("name", EXAMPLES, ids=EXAMPLES)
+def test_example_models_from_the_same_seed_start_equal(mirrored, name):
+    arrays, _ = scenario_result(mirrored, name)
+    assert_same_weights(split(arrays, "single_initial"), split(arrays, "initial"))
+
+
+@pytest.mark.parametrize("name", EXAMPLES, ids=EXAMPLES)
+def test_example_loop_without_strategy_matches_fit(mirrored, name):
+    """The loop's own loss scaling: one device, against ``model.fit``."""
+    arrays, _ = scenario_result(mirrored, name)
+    assert_same_training(
+        split(arrays, "single"), split(arrays, "fit"), split(arrays, "initial"), tolerance(name)
+    )
+
+
+@pytest.mark.parametrize("name", EXAMPLES, ids=EXAMPLES)
+def test_example_loop_reports_the_same_loss_with_and_without_strategy(mirrored, name):
+    _, info = scenario_result(mirrored, name)
+    losses = info["loop_loss"]
+    assert len(losses["single"]) == worker.EPOCHS
+    assert losses["single"][-1] < losses["single"][0]
+    np.testing.assert_allclose(
+        losses["mirrored"], losses["single"], rtol=10 * tolerance(name)
+    )
 
 
 MIXED = [
     # scenario, compute dtype, optimizer Keras gives model.fit
     ("mixed_float16", "float16", "LossScaleOptimizer"),
     ("mixed_bfloat16", "bfloat16", "SGD"),
+    ("example-mixed_float16", "float16", "LossScaleOptimizer"),
 ]
 
 
@@ -181,8 +236,9 @@ def test_keras_jit_compile_fit_behaves_as_for_conv2d(mirrored):
     """``compile(jit_compile=True)`` + ``fit`` under MirroredStrategy.
 
     Keras 3.15 fails here for any model (keras-team/keras#19005), so the XLA
-    scenarios use a per-replica XLA loop. This pins that ChannelConv2D is no
-    worse than Conv2D, and exact if Keras ever makes it work.
+    scenarios use the documented loop, which compiles each replica's step.
+    This pins that ChannelConv2D is no worse than Conv2D, and exact if Keras
+    ever makes it work.
     """
     _, summary = mirrored
     outcome = summary["keras_jit_fit"]
@@ -199,13 +255,13 @@ def load_keras(out):
 
 
 def load_weights_h5(out):
-    model = worker.build_model(**worker.MIRRORED_SCENARIOS[worker.CHECKPOINT_SCENARIO])
+    model = worker.build_model(**worker.FIT_SCENARIOS[worker.CHECKPOINT_SCENARIO])
     model.load_weights(out / "mirrored.weights.h5")
     return model
 
 
 def load_tf_checkpoint(out):
-    model = worker.build_model(**worker.MIRRORED_SCENARIOS[worker.CHECKPOINT_SCENARIO])
+    model = worker.build_model(**worker.FIT_SCENARIOS[worker.CHECKPOINT_SCENARIO])
     status = tf.train.Checkpoint(model=model).read(str(out / "tf_ckpt" / "ckpt"))
     status.assert_existing_objects_matched()
     return model
@@ -225,9 +281,7 @@ def test_distributed_checkpoint_loads_into_single_device_model(mirrored, load):
     model = load(out)
     expected = split(np.load(out / f"{worker.CHECKPOINT_SCENARIO}.npz"), "mirrored")
     loaded = {w.path: keras.ops.convert_to_numpy(w) for w in model.weights}
-    assert sorted(loaded) == sorted(expected)
-    for path, value in expected.items():
-        assert np.array_equal(loaded[path], value), path
+    assert_same_weights(loaded, expected)
     probe = np.load(out / "probe.npz")
     prediction = model.predict(probe["x"], batch_size=len(probe["x"]), verbose=0)
     # Measured identical; 1e-5 (a few float32 ulps at |y| ~ 3) allows a different
@@ -303,13 +357,14 @@ def test_multiworker_workers_agree_and_frozen_kernels_exact(tmp_path):
     summaries = [json.loads((tmp_path / f"worker{i}.json").read_text()) for i in range(2)]
     assert [s["num_replicas"] for s in summaries] == [2, 2]
     initial, final = split(arrays[0], "initial"), split(arrays[0], "final")
-    # Both workers end with bit-identical weights.
-    other = split(arrays[1], "final")
-    assert sorted(other) == sorted(final)
-    for path in final:
-        assert np.array_equal(other[path], final[path]), path
+    # Both workers start from the same seeded weights, as the single device
+    # does, and end with bit-identical weights.
+    assert_same_weights(split(arrays[1], "initial"), initial)
+    assert_same_weights(split(arrays[0], "single_initial"), initial)
+    assert_same_weights(split(arrays[1], "final"), final)
     assert_frozen_exact_and_trainable_trained(final, initial)
-    # The cluster trained as one device would on the same global batches.
+    # The documented loop on the cluster trained as it does on one device, on
+    # the same global batches (the last one partial).
     assert_same_training(final, split(arrays[0], "single"), initial, TOLERANCE["float32"])
     # model.fit under MultiWorkerMirroredStrategy: as for Conv2D (Keras 3.15
     # fails for any model, keras-team/keras#20585, hence the custom loop).

@@ -24,6 +24,7 @@ import tensorflow as tf
 import channelconv
 from channelconv.convert import convert_model, strip
 from channelconv.plot import plot_kernel_mask
+from channelconv.report import parameter_counts
 
 
 def stripes(n, seed):
@@ -110,17 +111,14 @@ def main(out_dir):
                           deploy.predict(x_test, verbose=0))
 
     results["trainable_params"] = {
-        "pretrained": _trainable(pretrained), "fine_tuned": _trainable(model)
+        "pretrained": parameter_counts(pretrained).trainable,
+        "fine_tuned": parameter_counts(model).trainable,
     }
     results["frozen_kernels"] = {n: int(m.sum()) for n, m in frozen_by_layer.items()}
     results["deploy_layers"] = [type(layer).__name__ for layer in deploy.layers]
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
     return results
-
-
-def _trainable(model):
-    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
 
 
 if __name__ == "__main__":

@@ -116,10 +116,10 @@ def fit_epochs(model, x, y, batch_size):
     return epoch
 
 
-def loop_epochs(model, x, y, batch_size, jit_compile):
+def loop_epochs(model, x, y, batch_size, jit_compile, optimizer=None):
     """A custom loop, for MultiWorkerMirroredStrategy and XLA; one epoch a call."""
     strategy = tf.distribute.get_strategy()
-    optimizer = keras.optimizers.Adam(1e-2)
+    optimizer = optimizer or keras.optimizers.Adam(1e-2)  # as in fit_epochs
     if keras.mixed_precision.global_policy().compute_dtype == "float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     optimizer.build(model.trainable_variables)
@@ -128,17 +128,21 @@ def loop_epochs(model, x, y, batch_size, jit_compile):
     )
 
     @tf.function(jit_compile=jit_compile)  # XLA compiles one replica's step
-    def replica_gradients(xb, yb):
+    def replica_gradients(xb, yb, global_batch):
         with tf.GradientTape() as tape:
             per_example = loss_fn(yb, model(xb, training=True))
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=batch_size)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
             scaled = optimizer.scale_loss(loss)
         return loss, tape.gradient(scaled, model.trainable_variables)
 
     @tf.function
     def train_step(batch):
         def replica_step(xb, yb):
-            loss, gradients = replica_gradients(xb, yb)
+            # Samples in this step on all replicas: batch_size, or fewer in an
+            # epoch's last step.
+            context = tf.distribute.get_replica_context()
+            global_batch = context.all_reduce("SUM", tf.shape(yb)[0])
+            loss, gradients = replica_gradients(xb, yb, global_batch)
             optimizer.apply(gradients, model.trainable_variables)  # all-reduce
             return loss
 
