@@ -5,10 +5,20 @@ Run from the repository root, with the ``bench`` extra installed
 
     python benchmarks/bench_conv.py            # full run, about 14 min on 2 cores
     python benchmarks/bench_conv.py --quick    # a smaller run, under a minute
+    python benchmarks/bench_conv.py --cells concat:64:64 sum:256:64 --jit off --rounds 121 --seconds 12
+                                               # re-time cells of the full run, longer
+    TF_ENABLE_ONEDNN_OPTS=0 python benchmarks/bench_conv.py   # with oneDNN off
 
 It writes ``bench_conv.json``, ``bench_conv.md`` and ``bench_conv.png``
 (``bench_conv_quick.*`` with ``--quick``) to ``benchmarks/results/`` (change
 with ``--out``) and shows a progress bar on stderr.
+
+TensorFlow's oneDNN CPU kernels change the dense baselines' times. Whether
+they run is decided when TensorFlow starts, by ``TF_ENABLE_ONEDNN_OPTS`` or,
+unset, by the CPU (on Linux: on for CPUs with AVX512_VNNI, AVX512_BF16,
+AVX_VNNI or AMX, off on others). Each run records the setting TensorFlow
+actually used (see :func:`onednn_setting`) in the JSON environment and the
+Markdown header; compare runs only with the same one.
 
 What is timed, for each size (input channels 3, 16, 64, 256; filters 16 and
 64; 3x3 kernels; 32x32 images; ``valid`` padding; 10% of the kernels frozen
@@ -65,6 +75,7 @@ import tensorflow as tf  # noqa: E402
 from channelconv import ops  # noqa: E402
 from channelconv.layers import ChannelConv2D  # noqa: E402
 from channelconv.mask import random_frozen_mask  # noqa: E402
+from channelconv.report import parameter_counts  # noqa: E402
 
 try:  # written alongside this benchmark; optional
     from channelconv.reference import AnswerConv2D
@@ -168,6 +179,30 @@ QUICK = Plan(
     max_rounds=9,
     group_seconds=0.5,
 )
+
+
+
+
+def cells_plan(cells, jit, max_rounds, group_seconds):
+    """The full plan cut to ``cells`` (``"reduction:in_channels:filters"``).
+
+    For re-timing a few cells of the full run with more rounds (its batch
+    sizes), e.g. to tell a real miss from a noisy one.
+
+    Raises:
+        ValueError: a cell is not of that form or not in the full plan.
+    """
+    sizes = {f"{s.reduction}:{s.in_channels}:{s.filters}": s for s in FULL.sizes}
+    unknown = [cell for cell in cells if cell not in sizes]
+    if unknown:
+        raise ValueError(
+            f"`--cells` must name cells of the full plan, from {sorted(sizes)}. "
+            f"Received: {unknown}."
+        )
+    return dataclasses.replace(
+        FULL, sizes=tuple(sizes[cell] for cell in cells), jit=jit,
+        max_rounds=max_rounds, group_seconds=group_seconds,
+    )
 
 
 # --------------------------------------------------------------------------
@@ -461,7 +496,6 @@ def summarize(size, mode, entries, plan):
         times = np.array(e.times)
         paired, base = _paired(e.times, baseline.times)
         batch = size.batch(mode)
-        trainable = sum(math.prod(v.shape) for v in e.layer.trainable_variables)
         records.append(
             {
                 "reduction": size.reduction,
@@ -486,7 +520,7 @@ def summarize(size, mode, entries, plan):
                 "first_call_s": e.first_call_s,
                 "traces": int(e.step.experimental_get_tracing_count()),
                 "times_ms": [round(1e3 * t, 4) for t in e.times],
-                "trainable_params": int(trainable),
+                "trainable_params": parameter_counts(e.layer).trainable,
                 "optimizer_state_bytes": int(optimizer_state_bytes(e.optimizer)),
             }
         )
@@ -498,7 +532,7 @@ def summarize(size, mode, entries, plan):
 
 
 def environment():
-    """TF/Keras versions, CPU model, core count, date and load of this run."""
+    """TF/Keras versions, oneDNN, CPU model, core count and date of this run."""
     cpu = "unknown"
     try:
         with open("/proc/cpuinfo") as f:
@@ -523,7 +557,60 @@ def environment():
         "cores": os.cpu_count(),
         "usable_cores": usable,
         "answer_layer": AnswerConv2D is not None,
+        **onednn_setting(),
     }
+
+
+#: How TensorFlow reads ``TF_ENABLE_ONEDNN_OPTS`` (case-insensitive); any
+#: other value, or none, leaves TensorFlow's default for the CPU.
+_ONEDNN_VALUES = {"0": False, "false": False, "1": True, "true": True}
+
+
+def onednn_setting():
+    """Whether TensorFlow runs its oneDNN CPU kernels in this process.
+
+    oneDNN changes the dense baselines (``Conv2D``, ``DepthwiseConv2D``), so
+    every run records it. ``TF_ENABLE_ONEDNN_OPTS`` decides when TensorFlow
+    starts (``0`` or ``false`` off, ``1`` or ``true`` on; unset or another
+    value, TensorFlow's default for the CPU: on Linux, on for CPUs with
+    AVX512_VNNI, AVX512_BF16, AVX_VNNI or AMX, off on others). What TensorFlow actually
+    does is asked from its private ``_pywrap_util_port.IsMklEnabled()``; if
+    that cannot be imported or called, the variable alone decides, and
+    ``onednn_source`` says so (``onednn`` is then ``None`` when it is unset).
+
+    Returns:
+        ``{"onednn": True, False or None, "onednn_env": the variable's
+        value or None, "onednn_source": what "onednn" was read from}``.
+    """
+    env = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    try:
+        enabled = _tensorflow_onednn()
+        source = "TensorFlow: _pywrap_util_port.IsMklEnabled()"
+    except (ImportError, AttributeError) as error:
+        enabled = _ONEDNN_VALUES.get((env or "").strip().lower())
+        source = (
+            "TF_ENABLE_ONEDNN_OPTS only: TensorFlow's private "
+            f"_pywrap_util_port.IsMklEnabled() is not available ({error})"
+        )
+    return {"onednn": enabled, "onednn_env": env, "onednn_source": source}
+
+
+def _tensorflow_onednn():
+    """``IsMklEnabled()`` of TensorFlow (private API: may be missing)."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def _onednn_text(env):
+    """One line on oneDNN for the headers (old JSON files do not record it)."""
+    if "onednn" not in env:
+        return "oneDNN: not recorded"
+    state = {True: "on", False: "off", None: "unknown"}[env["onednn"]]
+    variable = env["onednn_env"]
+    variable = " unset" if variable is None else f"={variable}"
+    return (f"oneDNN: {state} (TF_ENABLE_ONEDNN_OPTS{variable}; "
+            f"read from {env['onednn_source']})")
 
 
 def _load():
@@ -775,6 +862,7 @@ def markdown(result):
         f"- CPU: {env['cpu']}, {env['cores']} cores ({env['usable_cores']} usable)",
         f"- TensorFlow {env['tensorflow']}, Keras {env['keras']}, NumPy {env['numpy']}, "
         f"Python {env['python']}",
+        f"- {_onednn_text(env)}",
         f"- load average (1, 5, 15 min) before: {result['load_before']}, "
         f"after: {result['load_after']}",
         f"- wall time: {result['wall_s'] / 60:.1f} min; mode: {result['mode']}",
@@ -961,6 +1049,14 @@ def main(argv=None):
     parser.add_argument("--out", default=RESULTS, help="output directory (default: %(default)s)")
     parser.add_argument("--report", metavar="JSON",
                         help="time nothing: rewrite the Markdown and PNG of a recorded JSON")
+    parser.add_argument("--cells", nargs="+", metavar="REDUCTION:IN:FILTERS",
+                        help="only these cells of the full plan (written as bench_conv_cells.*)")
+    parser.add_argument("--jit", choices=("off", "on", "both"), default="both",
+                        help="with --cells: jit_compile settings (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=FULL.max_rounds,
+                        help="with --cells: most rounds per group (default: %(default)s)")
+    parser.add_argument("--seconds", type=float, default=FULL.group_seconds,
+                        help="with --cells: seconds per group (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.report:
         with open(args.report) as f:
@@ -973,10 +1069,15 @@ def main(argv=None):
     # warning counts traces across the many functions made here.
     tf.get_logger().setLevel("ERROR")
     plan, stem = (QUICK, "bench_conv_quick") if args.quick else (FULL, "bench_conv")
+    if args.cells:
+        jit = {"off": (False,), "on": (True,), "both": (False, True)}[args.jit]
+        plan = cells_plan(args.cells, jit, args.rounds, args.seconds)
+        stem = "bench_conv_cells"
     env = environment()
-    print(f"TensorFlow {env['tensorflow']}, Keras {env['keras']}; CPU {env['cpu']}, "
-          f"{env['cores']} cores; {env['date']}; load {_load()}", flush=True)
-    result = run(plan, args.out, stem, "quick" if args.quick else "full")
+    print(f"TensorFlow {env['tensorflow']}, Keras {env['keras']}; {_onednn_text(env)}; "
+          f"CPU {env['cpu']}, {env['cores']} cores; {env['date']}; load {_load()}", flush=True)
+    mode_name = "cells" if args.cells else "quick" if args.quick else "full"
+    result = run(plan, args.out, stem, mode_name)
     checks = result["targets"]
     print(f"done in {result['wall_s'] / 60:.1f} min; fused targets met: "
           f"{sum(c['met'] for c in checks)} of {len(checks)}; load after {result['load_after']}")

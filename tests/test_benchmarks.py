@@ -7,9 +7,11 @@ part checks ``channelconv.ops.assemble_kernel`` (both of its layouts, with
 its hand-written gradient) against NumPy, bit for bit.
 """
 
+import contextlib
 import importlib.util
 import io
 import json
+import os
 import pathlib
 
 import keras
@@ -20,6 +22,7 @@ import tensorflow as tf
 
 from channelconv import ops
 from channelconv.mask import random_frozen_mask
+from harness import onednn_enabled
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_conv.py"
 K, C, F = 3, 3, 16  # the tiny configuration: 3x3 kernels, 3 channels, 16 filters
@@ -78,6 +81,26 @@ def test_outputs_name_versions_cpu_cores_and_date(tiny_run):
     assert env["cores"] >= 1 and len(result["load_before"]) == 3
 
 
+def test_outputs_record_the_onednn_setting(tiny_run):
+    out, result, _ = tiny_run
+    env = result["environment"]
+    assert env["onednn"] is onednn_enabled()
+    assert env["onednn_env"] == os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    state = "on" if env["onednn"] else "off"
+    assert f"- oneDNN: {state} (" in (out / "tiny.md").read_text()
+
+
+def test_onednn_setting_falls_back_to_the_environment(bench, monkeypatch):
+    def missing():
+        raise ImportError("private API moved")
+
+    monkeypatch.setattr(bench, "_tensorflow_onednn", missing)
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    setting = bench.onednn_setting()
+    assert setting["onednn"] is False
+    assert "TF_ENABLE_ONEDNN_OPTS only" in setting["onednn_source"]
+
+
 def test_one_record_per_variant_mode_and_jit(tiny_run, bench):
     _, result, progress = tiny_run
     answer = bench.AnswerConv2D is not None
@@ -94,9 +117,36 @@ def test_one_record_per_variant_mode_and_jit(tiny_run, bench):
             for r in got:
                 assert r["rounds"] == 2 and r["traces"] == 1
                 assert all(t > 0 for t in r["times_ms"])
-                if r["variant"] == r["baseline"]:
-                    assert (r["ratio"], r["extra_ms"]) == (1.0, 0.0)
     assert progress.rstrip().splitlines()[-1].startswith("[" + "#" * 24 + "]")
+
+
+BASELINE = {"sum": "Conv2D", "concat": "DepthwiseConv2D"}
+
+
+def test_ratios_pair_each_variant_with_its_baseline_round_by_round(tiny_run):
+    """``ratio`` / ``extra_ms``: median over rounds of time / baseline time and
+    time - baseline time, pairing round ``i`` with round ``i`` of the same
+    group's baseline; recomputed here from the recorded ``times_ms``."""
+    _, result, _ = tiny_run
+    groups = {}
+    for r in result["records"]:
+        key = tuple(r[k] for k in ("reduction", "in_channels", "filters", "mode",
+                                   "jit_compile"))
+        groups.setdefault(key, []).append(r)
+    assert len(groups) == 4  # {sum, concat} x {train, infer}
+    for records_ in groups.values():
+        (base,) = [r for r in records_ if r["variant"] == BASELINE[r["reduction"]]]
+        assert len(records_) >= 3
+        for r in records_:
+            assert r["baseline"] == base["variant"]
+            n = min(len(r["times_ms"]), len(base["times_ms"]))
+            times, base_times = np.array(r["times_ms"][:n]), np.array(base["times_ms"][:n])
+            # times_ms is rounded to 1e-4 ms; ratio and extra_ms are not.
+            rel = 1e-4 / min(times.min(), base_times.min())
+            assert r["ratio"] == pytest.approx(np.median(times / base_times), rel=rel)
+            assert r["extra_ms"] == pytest.approx(np.median(times - base_times), abs=2e-4)
+            assert r["ratio_of_medians"] == pytest.approx(
+                np.median(times) / np.median(base_times), rel=rel)
 
 
 def test_times_the_kernel_assembly_of_each_shape(tiny_run):
@@ -134,7 +184,7 @@ def test_adam_state_is_two_float32_per_trainable_parameter(tiny_run, bench, redu
     if variant == "AnswerConv2D" and bench.AnswerConv2D is None:
         pytest.skip("channelconv.reference.AnswerConv2D is not available")
     _, result, _ = tiny_run
-    assert N_FROZEN == 5 and MASK.sum() == 5
+    assert MASK.sum() == N_FROZEN
     for r in records(result, reduction=reduction, variant=variant):
         assert r["n_frozen"] == N_FROZEN
         assert r["trainable_params"] == params
@@ -252,3 +302,46 @@ def test_assemble_kernel_casts_frozen_to_the_trainable_dtype():
                                  tf.constant([[[7.0]]], "float32"), index, (1, 1, 1, 3))
     assert kernel.dtype == tf.float16
     assert kernel.numpy().reshape(-1).tolist() == [1.5, 7.0, 2.5]
+
+
+# --- benchmarks/bench_routing.py ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bench_routing():
+    path = SCRIPT.parent / "bench_routing.py"
+    spec = importlib.util.spec_from_file_location("bench_routing", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("forced", [False, True], ids=["as-routed", "rewrite-forced"])
+def test_routing_benchmark_times_the_path_it_names(bench_routing, forced):
+    """The "rewrite forced" variant really traces the equal-stride rewrite."""
+    from channelconv import routing
+
+    layer = bench_routing._ours("concat", 3, 2, strides=(2, 1), padding="same")
+    x = tf.zeros((1, 8, 8, 3))
+    fn = tf.function(lambda x: layer(x))
+    with bench_routing._rewrite_forced() if forced else contextlib.nullcontext():
+        graph = fn.get_concrete_function(x).graph
+    strides = [
+        tuple(op.get_attr("strides"))
+        for op in graph.get_operations()
+        if op.type == "DepthwiseConv2dNative"
+    ]
+    native = routing._native_unequal_strides() and not forced
+    assert strides == ([(1, 2, 1, 1)] if native else [(1, 2, 2, 1)])
+
+
+def test_cells_plan_cuts_the_full_plan(bench):
+    plan = bench.cells_plan(["concat:64:64", "sum:3:16"], (False,), 121, 8.0)
+    assert [(s.reduction, s.in_channels, s.filters) for s in plan.sizes] == [
+        ("concat", 64, 64), ("sum", 3, 16)
+    ]
+    full = {(s.reduction, s.in_channels, s.filters): s for s in bench.FULL.sizes}
+    assert plan.sizes[0] == full[("concat", 64, 64)]  # the full run's batch sizes
+    assert (plan.jit, plan.max_rounds, plan.group_seconds) == ((False,), 121, 8.0)
+    with pytest.raises(ValueError, match=r"Received: \['sum:5:16'\]"):
+        bench.cells_plan(["sum:5:16"], (False,), 10, 1.0)
