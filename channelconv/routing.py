@@ -137,7 +137,11 @@ def depthwise_conv(inputs, kernel, strides, padding, dilation_rate):
     True
     """
     _check_strides_and_dilation(strides, dilation_rate)
-    if len(set(strides)) == 1 or not _tensorflow() or _native_unequal_strides():
+    if (
+        len(set(strides)) == 1
+        or not _tensorflow()
+        or _native_unequal_strides(keras.backend.standardize_dtype(inputs.dtype))
+    ):
         return ops.depthwise_conv(
             inputs, kernel, strides, padding, "channels_last", dilation_rate
         )
@@ -155,19 +159,20 @@ def _check_strides_and_dilation(strides, dilation_rate):
 
 
 @functools.lru_cache(maxsize=None)
-def _native_unequal_strides():
-    """Whether TensorFlow's depthwise kernels here take unequal strides.
+def _native_unequal_strides(dtype="float32"):
+    """Whether TensorFlow's depthwise kernels for ``dtype`` take unequal strides.
 
-    oneDNN's do, TensorFlow's own CPU kernels do not. The kernels are asked
-    once per process, forward and backward, on a 3x3 input, eagerly and on
-    the default device, so that the native operation is used wherever it
-    runs (it is 3 to 5 times faster than the rewrite, see
-    ``docs/platforms.md``).
+    oneDNN's do, TensorFlow's own CPU kernels do not, and which of the two
+    runs depends on the dtype too (with oneDNN on, float16 still runs on
+    TensorFlow's own kernel). The kernels are asked once per process and
+    dtype, forward and backward, on a 3x3 input, eagerly and on the default
+    device, so that the native operation is used wherever it runs (it is up
+    to 3 times faster than the rewrite, see ``docs/platforms.md``).
     """
     import tensorflow as tf
 
     with tf.init_scope():
-        x, kernel = tf.zeros((1, 3, 3, 1)), tf.zeros((1, 1, 1, 1))
+        x, kernel = tf.zeros((1, 3, 3, 1), dtype), tf.zeros((1, 1, 1, 1), dtype)
         try:
             with tf.GradientTape() as tape:
                 tape.watch([x, kernel])

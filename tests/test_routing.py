@@ -11,11 +11,12 @@ and on.
 import functools
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from channelconv import ops, routing
+from channelconv import ChannelConv2D, ops, routing
 from harness import numpy_conv, onednn_enabled, to_numpy
 
 pytestmark = pytest.mark.numerics
@@ -163,6 +164,42 @@ def test_strides_with_dilation_are_refused(op, strides):
         op(x, kernel, strides, "valid", (1, 2))
 
 
-def test_native_unequal_strides_exactly_with_onednn():
-    """TensorFlow's own CPU depthwise kernel refuses unequal strides; oneDNN's not."""
-    assert routing._native_unequal_strides() == onednn_enabled()
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_native_unequal_strides_only_with_onednn(dtype):
+    """TensorFlow's own CPU depthwise kernel refuses unequal strides, oneDNN's
+    float32 kernel takes them. (Whether oneDNN runs float16 and bfloat16
+    depends on the CPU; either way the routed result is tested below.)"""
+    if not onednn_enabled():
+        assert not routing._native_unequal_strides(dtype)
+    elif dtype == "float32":
+        assert routing._native_unequal_strides(dtype)
+    else:
+        pytest.skip(f"whether oneDNN runs {dtype} depends on the CPU")
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize(
+    "policy, tolerance", [("mixed_float16", 1e-2), ("mixed_bfloat16", 6e-2)]
+)
+def test_routed_layer_under_mixed_precision(policy, tolerance, data_format):
+    """The rewrites keep the compute dtype and the values, and train."""
+    layer = ChannelConv2D(
+        3, 3, frozen=[(0, 1)], reduction="concat", strides=(2, 1), padding="same",
+        dtype=policy, data_format=data_format,
+        frozen_initializer=keras.initializers.RandomNormal(seed=1),
+    )
+    x = _data((2, 9, 7, 4), (1,))[0]
+    if data_format == "channels_first":
+        x = np.transpose(x, (0, 3, 1, 2))
+    model = keras.Sequential([keras.Input(x.shape[1:]), layer])
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    frozen = to_numpy(layer.frozen_kernels).copy()
+    y = model(x)
+    assert y.dtype == policy.split("_")[1]
+    expected = numpy_conv(
+        x, to_numpy(layer.kernel), "concat", (2, 1), "same",
+        data_format=data_format, bias=to_numpy(layer.bias),
+    )
+    np.testing.assert_allclose(to_numpy(y).astype("float32"), expected, atol=tolerance, rtol=tolerance)
+    model.fit(x, np.zeros(y.shape, "float32"), verbose=0)
+    np.testing.assert_array_equal(to_numpy(layer.frozen_kernels), frozen)
