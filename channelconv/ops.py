@@ -153,7 +153,6 @@ def split_kernel(kernel, trainable_positions, frozen_positions):
     return flat[..., trainable_positions], flat[..., frozen_positions]
 
 
-@routing.channels_last
 def convolve(
     inputs,
     kernel,
@@ -210,19 +209,21 @@ def convolve(
         padding=padding,
         dilation_rate=_tuple(dilation_rate, rank),
     )
-    if implementation == "fused":
+    inputs = routing.to_channels_last(inputs, data_format)
+    if implementation == "fused" and reduction == "sum":
+        outputs = routing.conv(inputs, kernel, **conv_args)
+    elif implementation == "fused":
+        outputs = routing.depthwise_conv(inputs, kernel, **conv_args)
+    else:
+        banks = [
+            routing.conv(inputs[..., c : c + 1], kernel[..., c : c + 1, :], **conv_args)
+            for c in range(kernel.shape[-2])
+        ]
         if reduction == "sum":
-            return routing.conv(inputs, kernel, **conv_args)
-        return routing.depthwise_conv(inputs, kernel, **conv_args)
-
-    in_channels = kernel.shape[-2]
-    outputs = [
-        routing.conv(inputs[..., c : c + 1], kernel[..., c : c + 1, :], **conv_args)
-        for c in range(in_channels)
-    ]
-    if reduction == "sum":
-        return functools.reduce(ops.add, outputs)
-    return ops.concatenate(outputs, axis=-1)
+            outputs = functools.reduce(ops.add, banks)
+        else:
+            outputs = ops.concatenate(banks, axis=-1)
+    return routing.from_channels_last(outputs, data_format)
 
 
 def _tuple(value, rank):

@@ -1,31 +1,31 @@
 """How a convolution is run on the backend at hand: the one place that knows.
 
 TensorFlow's CPU kernels accept less than the convolution they compute, and
-how much less depends on the machine: without oneDNN (CPUs without AVX-512,
-or ``TF_ENABLE_ONEDNN_OPTS=0``) ``Conv2D`` takes only NHWC inputs and
+how much less depends on the machine: without oneDNN (the default on most
+CPUs, or ``TF_ENABLE_ONEDNN_OPTS=0``) ``Conv2D`` takes only NHWC inputs and
 ``DepthwiseConv2dNative`` only equal row and column strides; with oneDNN
 both work. Keras's own ``Conv2D`` and ``DepthwiseConv2D`` fail on such a
 CPU. Here every convolution of channelconv goes through :func:`conv` and
-:func:`depthwise_conv`, inside :func:`channels_last`, which rewrite what a
+:func:`depthwise_conv` on channels-last data, which rewrite what a
 kernel may refuse into what every kernel accepts, computing the same
 function:
 
 - ``channels_first`` inputs are transposed to channels-last once, around the
   whole computation (one transpose in, one out, whatever the
-  implementation), on the TensorFlow backend, on every machine, so that
-  the same graph runs with oneDNN on and off, eagerly, in ``tf.function``
-  and under XLA.
+  implementation; :func:`to_channels_last`, :func:`from_channels_last`), on
+  every machine, so that the same graph runs with oneDNN on and off,
+  eagerly, in ``tf.function`` and under XLA.
 - A depthwise convolution with unequal strides runs as one depthwise
   convolution with equal strides ``S = lcm(strides)``: along each axis whose
   stride ``s`` is smaller than ``S``, the ``S / s`` output phases become
   ``S / s`` shifted copies of the kernel in the multiplier axis, and the
   outputs are interleaved back (see :func:`depthwise_conv`).
 
-Every rewrite is exact (the same multiply-adds, summed in the same order up
-to float rounding) and is checked against NumPy and Keras in
-``tests/test_numerics.py`` and ``tests/test_gradients.py`` with oneDNN on
-and off. Other backends (JAX, PyTorch) take every layout and stride
-natively and get the native operation.
+Every rewrite is exact (the same products, plus products with zero taps,
+summed up to float rounding) and is checked against NumPy and Keras in
+``tests/test_numerics.py``, ``tests/test_gradients.py`` and
+``tests/test_routing.py`` with oneDNN on and off. The strides rewrite is
+TensorFlow's alone: other backends take unequal strides natively.
 """
 
 import functools
@@ -39,41 +39,42 @@ def _tensorflow():
     return keras.backend.backend() == "tensorflow"
 
 
-def channels_last(fn):
-    """Runs ``fn`` on channels-last data where the backend needs it.
+def to_channels_last(inputs, data_format):
+    """``inputs`` in channels-last layout (transposed if ``channels_first``).
 
-    Decorates a convolution ``fn(inputs, ..., data_format=...)`` whose
-    ``data_format`` is a keyword argument.
-    On the TensorFlow backend, ``channels_first`` inputs are transposed to
-    channels-last, ``fn`` is called with ``data_format="channels_last"`` and
-    its output is transposed back; otherwise ``fn`` is called unchanged.
+    Every convolution here runs channels-last, on every backend: TensorFlow's
+    CPU kernels without oneDNN take nothing else, and one layout keeps one
+    code path. :func:`from_channels_last` undoes it on the output.
 
     Example:
 
     >>> import numpy as np
-    >>> @channels_last
-    ... def spatial_sum(inputs, data_format):
-    ...     print(data_format, tuple(inputs.shape))
-    ...     return keras.ops.sum(inputs, axis=(1, 2), keepdims=True)
-    >>> y = spatial_sum(np.ones((1, 3, 5, 7), "float32"), data_format="channels_first")
-    channels_last (1, 5, 7, 3)
-    >>> tuple(y.shape)
-    (1, 3, 1, 1)
+    >>> x = np.zeros((1, 3, 5, 7), "float32")
+    >>> tuple(to_channels_last(x, "channels_first").shape)
+    (1, 5, 7, 3)
+    >>> to_channels_last(x, "channels_last") is x
+    True
     """
+    if data_format != "channels_first":
+        return inputs
+    rank = len(inputs.shape) - 2
+    return ops.transpose(inputs, (0, *range(2, rank + 2), 1))
 
-    @functools.wraps(fn)
-    def wrapper(inputs, *args, data_format="channels_last", **kwargs):
-        if data_format != "channels_first" or not _tensorflow():
-            return fn(inputs, *args, data_format=data_format, **kwargs)
-        rank = len(inputs.shape) - 2
-        to_last = (0, *range(2, rank + 2), 1)
-        to_first = (0, rank + 1, *range(1, rank + 1))
-        outputs = fn(
-            ops.transpose(inputs, to_last), *args, data_format="channels_last", **kwargs
-        )
-        return ops.transpose(outputs, to_first)
 
-    return wrapper
+def from_channels_last(outputs, data_format):
+    """``outputs`` (channels-last) back in ``data_format``.
+
+    Example:
+
+    >>> import numpy as np
+    >>> y = np.zeros((1, 5, 7, 3), "float32")
+    >>> tuple(from_channels_last(y, "channels_first").shape)
+    (1, 3, 5, 7)
+    """
+    if data_format != "channels_first":
+        return outputs
+    rank = len(outputs.shape) - 2
+    return ops.transpose(outputs, (0, rank + 1, *range(1, rank + 1)))
 
 
 def conv(inputs, kernel, strides, padding, dilation_rate):

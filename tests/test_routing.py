@@ -139,7 +139,7 @@ def test_convolve_forward_and_backward(data_format, reduction, implementation, m
 
 
 def test_channels_first_is_transposed_once_around_the_whole_computation():
-    """One transpose in, one out, whatever the implementation (TF backend)."""
+    """One transpose in, one out, whatever the implementation."""
     x, kernel = _data((1, 3, 6, 6), (3, 3, 3, 4))
 
     @tf.function
