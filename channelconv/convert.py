@@ -300,8 +300,8 @@ def convert_model(model, frozen_by_layer, frozen_values="zeros"):
     >>> new = convert_model(model, {"c1": [(0, 0), (1, 3)], "c2": None})
     >>> [type(layer).__name__ for layer in new.layers]
     ['ChannelConv2D', 'ReLU', 'ChannelConv2D']
-    >>> new.get_layer("c1").frozen_mask.sum(), new.count_params()
-    (np.int64(2), 2768)
+    >>> int(new.get_layer("c1").frozen_mask.sum()), new.count_params()
+    (2, 2768)
     """
     _check_graph_model(model, "convert_model")
     if not isinstance(frozen_by_layer, Mapping):
@@ -424,6 +424,8 @@ def _rebuild(model, replace):
 
     new_model = keras.models.clone_model(model, clone_function=clone, recursive=True)
     _copy_weights(model, new_model, replaced)
+    if model.compiled and not new_model.compiled:  # Keras < 3.9's clone_model
+        new_model.compile_from_config(model.get_compile_config())
     return new_model
 
 

@@ -74,8 +74,8 @@ def plot_kernel_mask(layer, path=None):
     >>> fig = plot_kernel_mask(layer)
     >>> fig.axes[0].get_title()
     'conv1: 2 of 48 kernels frozen (x)'
-    >>> fig.axes[0].images[0].get_array().mask.sum()
-    np.int64(2)
+    >>> int(fig.axes[0].images[0].get_array().mask.sum())
+    2
     """
     try:
         import matplotlib

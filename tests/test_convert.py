@@ -318,6 +318,19 @@ def test_convert_model_with_nothing_frozen_is_identical():
     assert new.name == model.name and new.count_params() == model.count_params()
 
 
+@pytest.mark.parametrize("rebuild", ["convert_model", "strip"])
+def test_rebuilt_models_keep_the_compile_configuration(rebuild):
+    model = question_model()
+    model.compile(keras.optimizers.SGD(0.05), "mae", metrics=["mse"])
+    if rebuild == "convert_model":
+        new = convert_model(model, {"conv1": [(0, 0)]})
+    else:
+        new = strip(convert_model(model, {"conv1": [(0, 0)]}))
+    assert new.compiled
+    assert new.get_compile_config() == model.get_compile_config()
+    assert new.optimizer is not model.optimizer  # a fresh optimizer
+
+
 def test_convert_model_freezes_like_zeroed_keras_kernels():
     model = question_model()
     pairs = [(0, i) for i in range(5)]  # the question's five frozen kernels

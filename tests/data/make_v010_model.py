@@ -1,8 +1,17 @@
 """Writes ``v010_model.keras`` and ``v010_model.npz``: a model saved by channelconv 0.1.0.
 
-Run once, at commit cf9684c (channelconv 0.1.0), from the repository root:
+Run once, at commit cf9684c (channelconv 0.1.0), from the root of a copy of
+that commit (with this script copied into it), with Python 3.10,
+TensorFlow 2.16.2 and Keras 3.12.4:
 
-    python tests/data/make_v010_model.py
+    git archive cf9684c | tar -x -C /tmp/v010
+    cp tests/data/make_v010_model.py /tmp/v010/tests/data/
+    cd /tmp/v010 && PYTHONPATH=. python tests/data/make_v010_model.py
+
+Keras 3.12.4 writes a file that every Keras the project supports (3.8 and
+later) can read: Keras 3.15 adds initializer arguments (``input_axes``) that
+older versions refuse, and Keras 3.9 and older store a single input as a
+nested list, which Keras 3.15 loads as a list input.
 
 0.1.0 stored a built layer's frozen set in its config as a full nested list
 of booleans; ``tests/test_serialization.py`` checks that later versions still
