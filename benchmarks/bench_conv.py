@@ -72,7 +72,6 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from channelconv import ops  # noqa: E402
 from channelconv.layers import ChannelConv2D  # noqa: E402
 from channelconv.mask import random_frozen_mask  # noqa: E402
 from channelconv.report import parameter_counts  # noqa: E402
@@ -481,7 +480,6 @@ def time_assembly(plan, rng, calls=150):
             "in_channels": c,
             "filters": f,
             "kernel_elements": int(np.prod(shape)),
-            "layout": "rows" if np.prod(shape) >= ops.ROW_LAYOUT_MIN_SIZE else "elements",
             "forward_ms": ms["forward"] - ms["plain forward"],
             "forward_backward_ms": ms["backward"] - ms["plain backward"],
         })
@@ -826,7 +824,7 @@ def _scaling_table(scaling):
 def _assembly_table(assembly):
     if not assembly:
         return []
-    body = [[a["in_channels"], a["filters"], a["kernel_elements"], a["layout"],
+    body = [[a["in_channels"], a["filters"], a["kernel_elements"],
              f"{a['forward_ms']:.3f}", f"{a['forward_backward_ms']:.3f}"] for a in assembly]
     return [
         "",
@@ -835,8 +833,8 @@ def _assembly_table(assembly):
         "Median time of `layer.kernel` (forward) and of its gradient (forward + "
         "backward), minus the same on a plain variable of the full kernel's shape.",
         "",
-    ] + _table(["in ch", "filters", "kernel elements", "layout", "forward",
-                "forward + backward"], body, "rrrlrr")
+    ] + _table(["in ch", "filters", "kernel elements", "forward",
+                "forward + backward"], body, "rrrrr")
 
 
 def _first_call_table(records, at_least=2.0):
@@ -1041,6 +1039,18 @@ def write_reports(result, out_dir, stem):
     with open(os.path.join(out_dir, stem + ".md"), "w") as f:
         f.write(markdown(result))
     plot(result, os.path.join(out_dir, stem + ".png"))
+
+
+def write_setting_reports(result, out_dir, name, markdown_of):
+    """Writes ``<name>_onednn-<on|off>.{json,md}``: one file pair per oneDNN setting."""
+    state = "on" if result["environment"]["onednn"] else "off"
+    os.makedirs(out_dir, exist_ok=True)
+    stem = os.path.join(out_dir, f"{name}_onednn-{state}")
+    with open(stem + ".json", "w") as f:
+        json.dump(result, f, indent=1)
+    with open(stem + ".md", "w") as f:
+        f.write(markdown_of(result))
+    print(f"done in {result['wall_s'] / 60:.1f} min: {stem}.md")
 
 
 def main(argv=None):

@@ -189,15 +189,7 @@ def main(argv=None):
     parser.add_argument("--out", default=RESULTS, help="output directory (default: %(default)s)")
     args = parser.parse_args(argv)
     tf.get_logger().setLevel("ERROR")
-    result = run()
-    state = "on" if result["environment"]["onednn"] else "off"
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"bench_routing_onednn-{state}")
-    with open(stem + ".json", "w") as f:
-        json.dump(result, f, indent=1)
-    with open(stem + ".md", "w") as f:
-        f.write(markdown(result))
-    print(f"done in {result['wall_s'] / 60:.1f} min: {stem}.md")
+    bench_conv.write_setting_reports(run(), args.out, "bench_routing", markdown)
 
 
 if __name__ == "__main__":

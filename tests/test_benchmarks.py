@@ -1,10 +1,10 @@
-"""Smoke test of ``benchmarks/bench_conv.py``, and of the kernel assembly it led to.
+"""Smoke tests of the scripts in ``benchmarks/``.
 
-The benchmark script runs one tiny configuration for two rounds; the test
-checks the files it writes, and checks the optimizer-state figures against
-sizes computed here from the layer shapes and the frozen mask. The second
-part checks ``channelconv.ops.assemble_kernel`` (both of its layouts, with
-its hand-written gradient) against NumPy, bit for bit.
+``bench_conv.py`` runs one tiny configuration for two rounds; the tests
+check the files it writes, and check the optimizer-state figures against
+sizes computed here from the layer shapes and the frozen mask. The other
+scripts are checked for what they time (the path they name) and their
+arguments.
 """
 
 import contextlib
@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from channelconv import ops
 from channelconv.mask import random_frozen_mask
 from harness import onednn_enabled
 
@@ -154,8 +153,6 @@ def test_times_the_kernel_assembly_of_each_shape(tiny_run):
     (assembly,) = result["assembly"]
     assert (assembly["in_channels"], assembly["filters"]) == (C, F)
     assert assembly["kernel_elements"] == K * K * C * F
-    assert assembly["layout"] == ("rows" if K * K * C * F >= ops.ROW_LAYOUT_MIN_SIZE
-                                  else "elements")
     assert np.isfinite([assembly["forward_ms"], assembly["forward_backward_ms"]]).all()
 
 
@@ -249,61 +246,6 @@ def test_cli_writes_the_quick_files(bench, tmp_path, monkeypatch, capsys):
     assert markdown.read_text() == before and png.exists()
 
 
-# --- kernel assembly: both layouts, value and gradient, against NumPy --------------
-
-LAYOUTS = {"elements": 10**12, "rows": 1}  # ROW_LAYOUT_MIN_SIZE forcing each path
-ASSEMBLY = [  # in_channels, filters, frozen count
-    (3, 16, 5),
-    (4, 5, 19),
-    (2, 3, 1),
-]
-
-
-@pytest.mark.parametrize("layout", sorted(LAYOUTS))
-@pytest.mark.parametrize("mode", ["eager", "graph", "jit"])
-@pytest.mark.parametrize("channels,filters,n_frozen", ASSEMBLY,
-                         ids=[f"{c}x{f}-{n}frozen" for c, f, n in ASSEMBLY])
-def test_assemble_kernel_and_its_gradient_match_numpy(monkeypatch, layout, mode, channels,
-                                                       filters, n_frozen):
-    monkeypatch.setattr(ops, "ROW_LAYOUT_MIN_SIZE", LAYOUTS[layout])
-    mask = random_frozen_mask(channels, filters, n_frozen, seed=1).reshape(-1)
-    shape = (3, 2, channels, filters)
-    rng = np.random.default_rng(0)
-    trainable = tf.Variable(rng.standard_normal((3, 2, int((~mask).sum()))).astype("float32"))
-    frozen = tf.Variable(rng.standard_normal((3, 2, int(mask.sum()))).astype("float32"))
-    upstream = rng.standard_normal(shape).astype("float32")
-    _, _, index = ops.assembly_index(mask.reshape(channels, filters))
-
-    def assemble():
-        with tf.GradientTape(persistent=True) as tape:
-            tape.watch(frozen)
-            kernel = ops.assemble_kernel(trainable, frozen, index, shape)
-            loss = tf.reduce_sum(kernel * upstream)
-        return kernel, tape.gradient(loss, trainable), tape.gradient(loss, frozen)
-
-    if mode != "eager":
-        assemble = tf.function(assemble, jit_compile=mode == "jit")
-    kernel, d_trainable, d_frozen = (keras.ops.convert_to_numpy(t) for t in assemble())
-
-    expected = np.empty((3, 2, channels * filters), "float32")
-    expected[..., ~mask] = trainable.numpy()
-    expected[..., mask] = frozen.numpy()
-    flat_upstream = upstream.reshape(3, 2, -1)
-    assert index is not None
-    assert np.array_equal(kernel, expected.reshape(shape))
-    assert np.array_equal(d_trainable, flat_upstream[..., ~mask])
-    assert np.array_equal(d_frozen, flat_upstream[..., mask])
-
-
-def test_assemble_kernel_casts_frozen_to_the_trainable_dtype():
-    mask = np.array([[False, True, False]])
-    _, _, index = ops.assembly_index(mask)
-    kernel = ops.assemble_kernel(tf.constant([[[1.5, 2.5]]], "float16"),
-                                 tf.constant([[[7.0]]], "float32"), index, (1, 1, 1, 3))
-    assert kernel.dtype == tf.float16
-    assert kernel.numpy().reshape(-1).tolist() == [1.5, 7.0, 2.5]
-
-
 # --- benchmarks/bench_routing.py ---------------------------------------------------
 
 
@@ -345,3 +287,51 @@ def test_cells_plan_cuts_the_full_plan(bench):
     assert (plan.jit, plan.max_rounds, plan.group_seconds) == ((False,), 121, 8.0)
     with pytest.raises(ValueError, match=r"Received: \['sum:5:16'\]"):
         bench.cells_plan(["sum:5:16"], (False,), 10, 1.0)
+
+
+# --- benchmarks/bench_networks.py --------------------------------------------------
+
+
+def _tiny_network(weights=None, input_shape=None, classes=10):
+    """A stand-in for a keras.applications constructor: Conv2D and DepthwiseConv2D."""
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(6, 3, padding="same")(inputs)
+    x = keras.layers.DepthwiseConv2D(3, padding="same")(x)
+    x = keras.layers.Conv2D(4, 1)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(classes)(x))
+
+
+@pytest.fixture()
+def bench_networks(monkeypatch):
+    path = SCRIPT.parent / "bench_networks.py"
+    spec = importlib.util.spec_from_file_location("bench_networks", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setitem(module.NETWORKS, "tiny", _tiny_network)
+    return module
+
+
+def test_network_benchmark_freezes_the_fraction_it_names(bench_networks):
+    models = bench_networks.variants("tiny", 8, 0.5)
+    keras_model, converted, stripped = models["Keras"], models["converted"], models["stripped"]
+    # 3x3x3x6 and 1x1x6x4 kernels, half of each layer's (channel, filter) pairs frozen
+    frozen = round(0.5 * 3 * 6) * 9 + round(0.5 * 6 * 4) * 1
+    trainable = sum(int(np.prod(w.shape)) for w in keras_model.trainable_weights)
+    assert sum(int(np.prod(w.shape)) for w in converted.trainable_weights) == trainable - frozen
+    assert converted.count_params() == keras_model.count_params()
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
+    np.testing.assert_array_equal(stripped.predict_on_batch(x), converted.predict_on_batch(x))
+
+
+def test_network_benchmark_writes_one_file_pair_per_setting(bench_networks, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench_networks, "QUICK", dict(cases=[("tiny", 8, 0.1)], rounds=1, calls=1))
+    bench_networks.main(["--quick", "--out", str(tmp_path)])
+    state = "on" if onednn_enabled() else "off"
+    stem = f"bench_networks_quick_onednn-{state}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [stem + ".json", stem + ".md"]
+    (case,) = json.loads((tmp_path / (stem + ".json")).read_text())["cases"]
+    for step in ("train", "infer"):
+        assert set(case["steps"][step]) == {"Keras", "converted", "stripped"}
+        assert all(v["ms"] > 0 and v["ratio"] > 0 for v in case["steps"][step].values())
+    assert "| tiny, 8x8 | 10% |" in (tmp_path / (stem + ".md")).read_text()

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from channelconv import ops
+from channelconv.assembly import KernelAssembly
 from channelconv.layers.channel_conv2d import ChannelConv2D
 from harness import numpy_conv, numpy_conv_gradients, to_numpy, weights_by_name
 
@@ -56,18 +56,18 @@ def _random_pairs(in_channels, filters, count, seed):
     return tuple((int(n) // filters, int(n) % filters) for n in sorted(numbers))
 
 
-_ROW_FROZEN = _random_pairs(64, 64, 410, seed=0)
+_LARGE_FROZEN = _random_pairs(64, 64, 410, seed=0)
 _LAST_ROW = tuple((IN_CHANNELS - 1, f) for f in range(FILTERS))
 _EVERY = tuple((c, f) for c in range(IN_CHANNELS) for f in range(FILTERS))
 LAYOUTS = {
-    # Kernel numbers c * filters + f scattered: the assembly is a gather of
-    # single values (3x3x3x4 is below ops.ROW_LAYOUT_MIN_SIZE).
+    # Kernel numbers c * filters + f scattered: the assembly is a gather.
     "scattered": Layout(IN_CHANNELS, FILTERS, tuple(FROZEN), tuple(NONZERO_FROZEN)),
     # The last kernels of that order: the assembly index is the identity
     # (a concatenation), with frozen kernels.
     "frozen_last": Layout(IN_CHANNELS, FILTERS, _LAST_ROW, _LAST_ROW[1::2]),
-    # 3x3x64x64 = 36864 kernel elements: the row layout of the assembly.
-    "row_layout": Layout(64, 64, _ROW_FROZEN, _ROW_FROZEN[::2]),
+    # 3x3x64x64 = 36864 kernel elements, 10% scattered: a gather at the
+    # size of a real layer.
+    "large": Layout(64, 64, _LARGE_FROZEN, _LARGE_FROZEN[::2]),
     # Nothing to train in the kernels: a (3, 3, 0) trainable variable.
     "all_frozen": Layout(IN_CHANNELS, FILTERS, _EVERY, _EVERY[::3]),
 }
@@ -174,18 +174,17 @@ def _assert_matches_numpy(layer, layout, x):
 
 
 def test_layouts_take_the_assembly_paths_they_name():
-    """Guards the table: each frozen set still reaches its path of ``ops``."""
-    paths = {}
-    for name, layout in LAYOUTS.items():
-        _, _, index = ops.assembly_index(layout.mask)
-        size = KERNEL * KERNEL * layout.in_channels * layout.filters
-        rows = size >= ops.ROW_LAYOUT_MIN_SIZE
-        paths[name] = "identity" if index is None else ("rows" if rows else "elements")
+    """Guards the table: each frozen set still reaches its path of the assembly."""
+    paths = {
+        name: "concat" if KernelAssembly(layout.mask, (KERNEL, KERNEL)).index is None
+        else "gather"
+        for name, layout in LAYOUTS.items()
+    }
     assert paths == {
-        "scattered": "elements",
-        "frozen_last": "identity",
-        "row_layout": "rows",
-        "all_frozen": "identity",
+        "scattered": "gather",
+        "frozen_last": "concat",
+        "large": "gather",
+        "all_frozen": "concat",
     }
     assert LAYOUTS["frozen_last"].mask.any() and LAYOUTS["all_frozen"].mask.all()
 
@@ -252,7 +251,7 @@ CASES = [
         lambda: keras.optimizers.AdamW(0.01, weight_decay=0.5),
         layout="frozen_last",
     ),
-    _case("adam-row_layout", _adam, layout="row_layout"),
+    _case("adam-large", _adam, layout="large"),
     _case("adam-all_frozen", _adam, layout="all_frozen"),
     _case(
         "adam-all_frozen-no_bias",

@@ -5,16 +5,9 @@ import numpy as np
 from keras import activations, constraints, initializers, ops, regularizers
 
 from channelconv import _validation as check
+from channelconv.assembly import KernelAssembly
 from channelconv.mask import frozen_to_config, parse_frozen, resolve_frozen
-from channelconv.ops import (
-    IMPLEMENTATIONS,
-    REDUCTIONS,
-    add_bias,
-    assemble_kernel,
-    assembly_index,
-    convolve,
-    split_kernel,
-)
+from channelconv.ops import IMPLEMENTATIONS, REDUCTIONS, add_bias, convolve
 
 
 class BaseChannelConv(keras.layers.Layer):
@@ -105,12 +98,11 @@ class BaseChannelConv(keras.layers.Layer):
         self.compute_output_shape(input_shape)
 
         self._frozen = mask
-        self._kernel_shape = self.kernel_size + (in_channels, self.filters)
-        trainable_pos, frozen_pos, self._assembly_index = assembly_index(mask)
-        self._positions = (trainable_pos, frozen_pos)
-        view = _TrainableView(
-            self._kernel_shape, trainable_pos, frozen_pos.size, self._assembly_index
-        )
+        self._assembly = KernelAssembly(mask, self.kernel_size)
+        self._kernel_shape = self._assembly.kernel_shape
+        trainable_pos = self._assembly.trainable_positions
+        frozen_pos = self._assembly.frozen_positions
+        view = _TrainableView(self._assembly)
         self.trainable_kernels = self.add_weight(
             name="trainable_kernels",
             shape=self.kernel_size + (trainable_pos.size,),
@@ -154,12 +146,7 @@ class BaseChannelConv(keras.layers.Layer):
         """The effective full kernel, ``kernel_size + (in_channels, filters)``."""
         if not self.built:
             raise AttributeError("The layer must be built before `kernel` exists.")
-        return assemble_kernel(
-            self.trainable_kernels,
-            self.frozen_kernels,
-            self._assembly_index,
-            self._kernel_shape,
-        )
+        return self._assembly(self.trainable_kernels, self.frozen_kernels)
 
     def assign_kernel(self, kernel):
         """Sets the trainable and the frozen kernels from one full kernel.
@@ -181,7 +168,7 @@ class BaseChannelConv(keras.layers.Layer):
                 f"`kernel` must have shape {self._kernel_shape}. Received: "
                 f"shape {kernel.shape}."
             )
-        trainable, frozen = split_kernel(kernel, *self._positions)
+        trainable, frozen = self._assembly.split(kernel)
         self.trainable_kernels.assign(trainable)
         self.frozen_kernels.assign(frozen)
 
@@ -278,11 +265,9 @@ class _TrainableView:
     with the frozen kernels at zero, and keeps only the part they may touch.
     """
 
-    def __init__(self, kernel_shape, trainable_positions, n_frozen, index):
-        self.kernel_shape = kernel_shape
-        self.trainable_positions = trainable_positions
-        self.n_frozen = n_frozen
-        self.index = index
+    def __init__(self, assembly):
+        self.assembly = assembly
+        self.kernel_shape = assembly.kernel_shape
 
     def initializer(self, initializer, positions):
         """Draws a full kernel with ``initializer``; keeps ``positions``."""
@@ -303,12 +288,14 @@ class _TrainableView:
 
     def full(self, trainable):
         """The full kernel made from ``trainable``, frozen kernels at zero."""
-        zeros = ops.zeros(self.kernel_shape[:-2] + (self.n_frozen,), dtype=trainable.dtype)
-        return assemble_kernel(trainable, zeros, self.index, self.kernel_shape)
+        n_frozen = self.assembly.frozen_positions.size
+        zeros = ops.zeros(self.kernel_shape[:-2] + (n_frozen,), dtype=trainable.dtype)
+        return self.assembly(trainable, zeros)
 
     def trainable_part(self, kernel):
         """The trainable kernels of a full ``kernel``."""
-        return ops.take(self._flat(kernel), self.trainable_positions, axis=-1)
+        positions = self.assembly.trainable_positions
+        return ops.take(self._flat(kernel), positions, axis=-1)
 
     def _flat(self, kernel):
         return ops.reshape(kernel, self.kernel_shape[:-2] + (-1,))
