@@ -16,6 +16,9 @@ row, the kernels of all their layers made at once, interleaved, median of
   elements and more, a gather of whole kernels between two transposes);
 - the gradient of ``sum(kernel * upstream)`` with respect to the trainable
   kernels (the second gather of a training step);
+- what a cache of the assembled kernel would cost per call if it were to
+  check, by content, that the compact kernels have not changed since it was
+  made (writes can bypass any hook a layer has: see ``docs/performance.md``);
 - floors: reading the full kernels from variables, and a copy of them
   (``+ 1``), which any per-call assembly costs at least.
 
@@ -33,7 +36,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import bench_conv  # noqa: E402
+from benchlib.environment import environment, onednn_text  # noqa: E402
+from benchlib.report import table  # noqa: E402
 import bench_networks  # noqa: E402
 from channelconv.layers import BaseChannelConv  # noqa: E402
 
@@ -56,6 +60,11 @@ def tensorflow_gather(layer):
 def rows_for(model):
     layers = [layer for layer in model.layers if isinstance(layer, BaseChannelConv)]
     fulls = [tf.Variable(tf.zeros(layer._kernel_shape)) for layer in layers]
+    # What a cache of the assembled kernel would have to check on every call
+    # to never serve a stale kernel, since writes can bypass every hook: that
+    # the compact kernels still equal the copy it was made from.
+    copies = [(tf.Variable(layer.trainable_kernels), tf.Variable(layer.frozen_kernels))
+              for layer in layers]
     upstreams = [tf.random.stateless_normal(layer._kernel_shape, seed=(0, i))
                  for i, layer in enumerate(layers)]
 
@@ -69,6 +78,10 @@ def rows_for(model):
         "TensorFlow's gather": lambda: [tensorflow_gather(layer) for layer in layers],
         "layer.kernel + its gradient": lambda: ([layer.kernel for layer in layers],
                                                 gradients()),
+        "cache freshness check": lambda: tf.reduce_all([
+            tf.reduce_all(tf.equal(layer.trainable_kernels, t))
+            & tf.reduce_all(tf.equal(layer.frozen_kernels, f))
+            for layer, (t, f) in zip(layers, copies)]),
         "read the full kernels": lambda: [tf.identity(f) for f in fulls],
         "copy the full kernels": lambda: [f + 1.0 for f in fulls],
     }
@@ -92,10 +105,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", help="also write the table to this file")
     args = parser.parse_args(argv)
-    env = bench_conv.environment()
+    env = environment()
     lines = [
         "# Kernel assembly of whole converted networks", "",
-        f"TensorFlow {env['tensorflow']}, Keras {env['keras']}; {bench_conv._onednn_text(env)}; "
+        f"TensorFlow {env['tensorflow']}, Keras {env['keras']}; {onednn_text(env)}; "
         f"CPU {env['cpu']}, {env['cores']} cores; {env['date']}; median of {ROUNDS} rounds",
         "",
     ]
@@ -106,7 +119,7 @@ def main(argv=None):
         for what, seconds in measure(fns).items():
             rows.append([f"{name} ({n_layers} layers, {elements / 1e6:.1f}M elements)", what,
                          f"{seconds * 1e3:.1f}", f"{seconds * 1e9 / elements:.2f}"])
-    lines += bench_conv._table(["network", "what", "ms", "ns / element"], rows, "llrr")
+    lines += table(["network", "what", "ms", "ns / element"], rows, "llrr")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -6,6 +6,7 @@ Run from the repository root, once per oneDNN setting::
     TF_ENABLE_ONEDNN_OPTS=1 python benchmarks/bench_networks.py
     python benchmarks/bench_networks.py --quick                    # MobileNetV2 only
     python benchmarks/bench_networks.py --large                    # ResNet50 at 224x224
+    python benchmarks/bench_networks.py --report benchmarks/results/bench_networks_onednn-off.json
 
 It writes ``bench_networks_onednn-off.{json,md}`` (or ``-on``; ``_quick`` and
 ``_large`` runs under their own names) to ``benchmarks/results/`` (``--out``
@@ -41,7 +42,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import bench_conv  # noqa: E402
+from benchlib.environment import environment, onednn_text  # noqa: E402
+from benchlib.report import table, write_setting_reports  # noqa: E402
 from channelconv import convert_model, random_frozen_mask, strip  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -126,11 +128,15 @@ def time_case(name, size, fraction, rounds, calls, rng):
 
 def run(plan):
     rng = random.Random(0)
-    env = bench_conv.environment()
+    env = environment()
     start = time.perf_counter()
     cases = [time_case(*case, plan["rounds"], plan["calls"], rng) for case in plan["cases"]]
     return {"environment": env, "plan": plan, "wall_s": time.perf_counter() - start,
             "cases": cases}
+
+
+def _cell(variant):
+    return f"{variant['ratio']:.3f} ({variant['ms']:.0f})"
 
 
 def markdown(result):
@@ -139,7 +145,7 @@ def markdown(result):
         "# Converted networks against Keras", "",
         f"- TensorFlow {env['tensorflow']}, Keras {env['keras']}, Python {env['python']}",
         f"- CPU: {env['cpu']}, {env['cores']} cores; {env['date']}",
-        f"- {bench_conv._onednn_text(env)}",
+        f"- {onednn_text(env)}",
         f"- batch {BATCH}, Adam, `train_on_batch` / `predict_on_batch`; {plan['rounds']} "
         f"interleaved rounds of {plan['calls']} calls; ratio = median of per-round ratios "
         "to the Keras network; ms = median time per call",
@@ -151,19 +157,24 @@ def markdown(result):
         rows.append([
             f"{case['network']}, {case['image']}x{case['image']}", f"{case['frozen']:.0%}",
             f"{s['train']['Keras']['ms']:.0f}",
-            f"{s['train']['converted']['ratio']:.3f}",
+            _cell(s["train"]["converted"]),
+            _cell(s["train"]["stripped"]),
             f"{s['infer']['Keras']['ms']:.0f}",
-            f"{s['infer']['converted']['ratio']:.3f}",
-            f"{s['infer']['stripped']['ratio']:.3f}",
+            _cell(s["infer"]["converted"]),
+            _cell(s["infer"]["stripped"]),
             f"{case['trainable_params']['converted']:,} / {case['params']['converted']:,}",
         ])
-    lines += bench_conv._table(
-        ["network", "frozen", "Keras train ms", "converted train", "Keras infer ms",
-         "converted infer", "stripped infer", "converted trainable / total params"],
-        rows, "lrrrrrrr")
+    lines += table(
+        ["network", "frozen", "Keras train ms", "converted train", "stripped train",
+         "Keras infer ms", "converted infer", "stripped infer",
+         "converted trainable / total params"],
+        rows, "lrrrrrrrr")
+    lines += ["", "Each ratio: median of per-round ratios (in parentheses: median ms). "
+              "A stripped network runs the same layers as the Keras one, so its ratio "
+              "shows the run's noise."]
     lines += ["", "First call (trace and compile), s:", ""]
     names = list(result["cases"][0]["first_call_s"])
-    lines += bench_conv._table(
+    lines += table(
         ["network", "frozen"] + names,
         [[case["network"], f"{case['frozen']:.0%}"]
          + [f"{case['first_call_s'][n]:.1f}" for n in names] for case in result["cases"]],
@@ -177,12 +188,20 @@ def main(argv=None):
     group.add_argument("--quick", action="store_true", help="MobileNetV2 at 10%% only")
     group.add_argument("--large", action="store_true", help="ResNet50 at 224x224, 10%% frozen")
     parser.add_argument("--out", default=RESULTS, help="output directory (default: %(default)s)")
+    parser.add_argument("--report", metavar="JSON",
+                        help="time nothing: rewrite the Markdown of a recorded JSON")
     args = parser.parse_args(argv)
+    if args.report:
+        with open(args.report) as f:
+            result = json.load(f)
+        with open(os.path.splitext(args.report)[0] + ".md", "w") as f:
+            f.write(markdown(result))
+        return
     tf.get_logger().setLevel("ERROR")
     plan, name = ((QUICK, "bench_networks_quick") if args.quick
                   else (LARGE, "bench_networks_large") if args.large
                   else (FULL, "bench_networks"))
-    bench_conv.write_setting_reports(run(plan), args.out, name, markdown)
+    write_setting_reports(run(plan), args.out, name, markdown)
 
 
 if __name__ == "__main__":

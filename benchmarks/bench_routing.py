@@ -29,7 +29,6 @@ baseline (Keras channels-last, or ``DepthwiseConv2D`` with strides
 
 import argparse
 import contextlib
-import json
 import os
 import random
 import sys
@@ -42,7 +41,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import bench_conv  # noqa: E402
+from benchlib.environment import environment, onednn_setting, onednn_text  # noqa: E402
+from benchlib.report import fmt_ms, table, write_setting_reports  # noqa: E402
+from benchlib.timing import call, make_step  # noqa: E402
 from channelconv import ChannelConv2D, random_frozen_mask, routing  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -82,7 +83,7 @@ def channels_first_groups():
             ("ChannelConv2D, channels_last", _ours(reduction, channels, filters, **last), "last"),
             ("ChannelConv2D, channels_first", _ours(reduction, channels, filters, **first), "first"),
         ]
-        if reduction == "concat" or bench_conv.onednn_setting()["onednn"]:
+        if reduction == "concat" or onednn_setting()["onednn"]:
             variants.append(("Keras, channels_first", _keras(reduction, filters, **first), "first"))
         groups.append((f"{reduction} {channels}->{filters}", 16, 32, channels,
                        [(n, layer, f, False) for n, layer, f in variants]))
@@ -119,11 +120,11 @@ def time_group(batch, image, channels, variants, mode, rng):
         layer(x[:1])
         optimizer = keras.optimizers.Adam()
         optimizer.build(layer.trainable_variables)
-        step = bench_conv.make_step(layer, mode, False, optimizer)
+        step = make_step(layer, mode, False, optimizer)
         with _rewrite_forced() if forced else contextlib.nullcontext():
-            bench_conv._call(step, x)  # traces
+            call(step, x)  # traces
         for _ in range(WARMUP):
-            bench_conv._call(step, x)
+            call(step, x)
         steps.append((name, step, x))
     times = {name: [] for name, _, _ in steps}
     order = list(range(len(steps)))
@@ -131,7 +132,7 @@ def time_group(batch, image, channels, variants, mode, rng):
         rng.shuffle(order)
         for i in order:
             name, step, x = steps[i]
-            times[name].append(bench_conv._call(step, x))
+            times[name].append(call(step, x))
     base = np.array(times[steps[0][0]])
     return {
         name: {"ms": float(np.median(t)) * 1e3,
@@ -142,7 +143,7 @@ def time_group(batch, image, channels, variants, mode, rng):
 
 def run():
     rng = random.Random(0)
-    env = bench_conv.environment()
+    env = environment()
     start = time.perf_counter()
     studies = {}
     for study, groups in (("channels_first", channels_first_groups()),
@@ -164,22 +165,21 @@ def markdown(result):
         "# Routing costs: channels_first and unequal depthwise strides", "",
         f"- TensorFlow {env['tensorflow']}, Keras {env['keras']}, Python {env['python']}",
         f"- CPU: {env['cpu']}, {env['cores']} cores; {env['date']}",
-        f"- {bench_conv._onednn_text(env)}",
+        f"- {onednn_text(env)}",
         f"- {result['rounds']} interleaved rounds per group; ratio = median of per-round "
         "ratios to the group's first variant; ms = median step time", "",
     ]
     for study, rows in result["studies"].items():
         lines += [f"## {study}", ""]
         names = list(dict.fromkeys(n for row in rows for n in row["variants"]))
-        table = [
+        body = [
             [row["group"], row["mode"], row["batch"]] + [
-                f"{row['variants'][n]['ratio']:.2f}x ({bench_conv._fmt_ms(row['variants'][n]['ms'])} ms)"
+                f"{row['variants'][n]['ratio']:.2f}x ({fmt_ms(row['variants'][n]['ms'])} ms)"
                 if n in row["variants"] else "-" for n in names
             ]
             for row in rows
         ]
-        lines += bench_conv._table(["group", "step", "batch"] + names, table,
-                                   "llr" + "r" * len(names))
+        lines += table(["group", "step", "batch"] + names, body, "llr" + "r" * len(names))
         lines.append("")
     return "\n".join(lines)
 
@@ -189,7 +189,7 @@ def main(argv=None):
     parser.add_argument("--out", default=RESULTS, help="output directory (default: %(default)s)")
     args = parser.parse_args(argv)
     tf.get_logger().setLevel("ERROR")
-    bench_conv.write_setting_reports(run(), args.out, "bench_routing", markdown)
+    write_setting_reports(run(), args.out, "bench_routing", markdown)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
 """From and to plain Keras layers: convert a pretrained model in, strip it out.
 
-:func:`from_conv2d` turns a built ``keras.layers.Conv2D`` or
-``DepthwiseConv2D`` into an equivalent :class:`~channelconv.ChannelConv2D`
-with some kernels frozen; :func:`convert_model` does it for chosen layers of
-a whole Sequential or functional model. :func:`strip` goes the other way, for
-deployment: every ``ChannelConv2D`` becomes the plain Keras layer it equals,
-so the saved model loads without channelconv.
+:func:`from_conv` turns a built Keras convolution (``Conv1D``, ``Conv2D``,
+``Conv3D``, grouped or not, ``DepthwiseConv1D``, ``DepthwiseConv2D``) into
+the equivalent channel convolution of its rank, with some kernels frozen
+(:func:`from_conv2d` is its first name); :func:`convert_model` does it for
+chosen layers of a whole Sequential or functional model. :func:`strip` goes
+the other way, for deployment: every channel convolution becomes the plain
+Keras layer it equals (:func:`to_keras_layer`), so the saved model loads
+without channelconv.
 """
 
+import math
 from collections.abc import Mapping
 
 import keras
@@ -15,38 +18,48 @@ import numpy as np
 from keras.src.models.functional import Functional  # no public name exists
 
 from channelconv import _validation as check
-from channelconv.layers import BaseChannelConv, ChannelConv2D
+from channelconv.layers import BaseChannelConv, ChannelConv1D, ChannelConv2D, ChannelConv3D
+from channelconv.mask import grouped_frozen_mask, parse_frozen, resolve_frozen
 
 FROZEN_VALUES = ("zeros", "keep")
 
-# The plain Keras layer each reduction equals, by rank.
-_PLAIN_LAYERS = {
-    ("sum", 2): keras.layers.Conv2D,
-    ("concat", 2): keras.layers.DepthwiseConv2D,
+# The Keras layers that convert in: (rank, reduction) of each.
+_SOURCES = {
+    keras.layers.Conv1D: (1, "sum"),
+    keras.layers.Conv2D: (2, "sum"),
+    keras.layers.Conv3D: (3, "sum"),
+    keras.layers.DepthwiseConv1D: (1, "concat"),
+    keras.layers.DepthwiseConv2D: (2, "concat"),
 }
+_CHANNEL_CONVS = {1: ChannelConv1D, 2: ChannelConv2D, 3: ChannelConv3D}
+_CONVS = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
+_DEPTHWISE = {1: keras.layers.DepthwiseConv1D, 2: keras.layers.DepthwiseConv2D}
 
 
-def from_conv2d(conv, frozen, frozen_values="zeros"):
-    """Returns a ``ChannelConv2D`` equivalent to a built Keras 2-D convolution.
+def from_conv(conv, frozen=None, frozen_values="zeros"):
+    """Returns the channel convolution equivalent to a built Keras convolution.
 
-    One entry point serves both source layers because the source decides the
-    semantics: a ``keras.layers.Conv2D`` becomes ``ChannelConv2D(reduction=
-    "sum")`` and a ``keras.layers.DepthwiseConv2D`` (kernel ``kernel_size +
+    The source decides the semantics and the rank: ``keras.layers.Conv1D``,
+    ``Conv2D`` and ``Conv3D`` become :class:`~channelconv.ChannelConv1D`,
+    ``ChannelConv2D``, ``ChannelConv3D`` with ``reduction="sum"``;
+    ``DepthwiseConv1D`` and ``DepthwiseConv2D`` (kernel ``kernel_size +
     (in_channels, depth_multiplier)``, exactly our kernel with ``filters =
-    depth_multiplier``) becomes ``ChannelConv2D(reduction="concat")``. A
-    second function would only repeat this one.
+    depth_multiplier``) become ``reduction="concat"``. A grouped
+    convolution (``groups > 1``) has no kernel for the (input channel,
+    filter) pairs across groups: those become frozen zeros (see
+    :func:`channelconv.grouped_frozen_mask`), united with ``frozen``.
 
     The new layer has the source's configuration (filters, kernel size,
     strides, padding, data format, dilation, activation, bias, initializers,
     regularizers, constraints, name, dtype policy, ``trainable``), is built
     for the same number of input channels and holds the same kernel and bias.
-    With nothing frozen it computes exactly what the source computes. The
-    source layer is not modified. A LoRA-enabled ``Conv2D`` is converted with
-    its LoRA update merged into the kernel. (One exception to "exactly", a
-    Keras 3.15 bug: with ``channels_first``, Keras's ``Conv2D`` and
-    ``DepthwiseConv2D`` add the bias along the last spatial axis when that
-    axis of the output has as many entries as there are output channels;
-    the converted layer adds it along the channel axis.)
+    With nothing else frozen it computes exactly what the source computes.
+    The source layer is not modified. A LoRA-enabled convolution is
+    converted with its LoRA update merged into the kernel. (One exception
+    to "exactly", a Keras 3.15 bug: with ``channels_first``, Keras's
+    convolutions add the bias along the last spatial axis when that axis of
+    the output has as many entries as there are output channels; the
+    converted layer adds it along the channel axis.)
 
     Two differences are by design: the kernel regularizer and constraint act
     on the trainable kernels only (frozen kernels are never updated, so they
@@ -54,53 +67,65 @@ def from_conv2d(conv, frozen, frozen_values="zeros"):
     parameters.
 
     Args:
-        conv: a built ``keras.layers.Conv2D`` (``groups=1``) or
-            ``keras.layers.DepthwiseConv2D``. Subclasses are refused, since
-            their ``call`` may compute something else.
-        frozen: the kernels to freeze, in any form ``ChannelConv2D`` accepts
+        conv: a built ``keras.layers.Conv1D``, ``Conv2D``, ``Conv3D``,
+            ``DepthwiseConv1D`` or ``DepthwiseConv2D``. Subclasses are
+            refused, since their ``call`` may compute something else.
+        frozen: the kernels to freeze, in any form the layers accept
             (``None``, ``(input_channel, filter)`` pairs, or a boolean mask of
             shape ``(in_channels, filters)``, see
-            :func:`channelconv.random_frozen_mask`). For a
-            ``DepthwiseConv2D``, ``filters`` is its ``depth_multiplier``.
+            :func:`channelconv.random_frozen_mask`). For a depthwise layer,
+            ``filters`` is its ``depth_multiplier``.
         frozen_values: ``"zeros"`` (default) sets the frozen kernels to
             exactly zero (they are pruned); ``"keep"`` freezes them at their
             pretrained values.
 
     Returns:
-        A built ``ChannelConv2D``, with the same name as ``conv``.
+        A built ``ChannelConv1D``, ``ChannelConv2D`` or ``ChannelConv3D``,
+        with the same name as ``conv``.
 
     Raises:
-        TypeError: ``conv`` is not a ``Conv2D`` or ``DepthwiseConv2D`` (e.g. a
+        TypeError: ``conv`` is not one of the layers above (e.g. a
             ``Conv2DTranspose``, a ``SeparableConv2D``, a ``Dense``), or
             ``frozen`` has the wrong type.
-        ValueError: ``conv`` is not built or is a grouped convolution,
-            ``frozen_values`` is not one of the two choices, or ``frozen``
-            does not fit the layer. Every message names the layer.
+        ValueError: ``conv`` is not built, ``frozen_values`` is not one of the
+            two choices, or ``frozen`` does not fit the layer. Every message
+            names the layer.
 
     Example:
 
     >>> import numpy as np, keras
     >>> conv = keras.layers.Conv2D(16, 3, name="conv")
     >>> conv.build((None, 8, 8, 3))
-    >>> layer = from_conv2d(conv, frozen=[(0, 0), (2, 5)])
-    >>> layer.reduction, tuple(layer.trainable_kernels.shape), layer.name
-    ('sum', (3, 3, 46), 'conv')
+    >>> layer = from_conv(conv, frozen=[(0, 0), (2, 5)])
+    >>> type(layer).__name__, layer.reduction, tuple(layer.trainable_kernels.shape)
+    ('ChannelConv2D', 'sum', (3, 3, 46))
     >>> kernel = keras.ops.convert_to_numpy(layer.kernel)
     >>> float(np.abs(kernel[:, :, 0, 0]).max())
     0.0
-    >>> kept = from_conv2d(conv, frozen=[(0, 0)], frozen_values="keep")
-    >>> bool(np.array_equal(keras.ops.convert_to_numpy(kept.kernel),
-    ...                     keras.ops.convert_to_numpy(conv.kernel)))
+
+    A grouped convolution: 2 groups of 2 input channels and 3 filters.
+
+    >>> grouped = keras.layers.Conv1D(6, 3, groups=2)
+    >>> grouped.build((None, 10, 4))
+    >>> layer = from_conv(grouped)
+    >>> layer.frozen_mask.astype(int)
+    array([[0, 0, 0, 1, 1, 1],
+           [0, 0, 0, 1, 1, 1],
+           [1, 1, 1, 0, 0, 0],
+           [1, 1, 1, 0, 0, 0]])
+    >>> x = np.random.default_rng(0).normal(size=(2, 10, 4)).astype("float32")
+    >>> bool(np.allclose(layer(x), grouped(x), atol=1e-6))
     True
     """
     frozen_values = check.choice(frozen_values, FROZEN_VALUES, "frozen_values")
-    kwargs, kernel, in_channels = _channel_conv_arguments(conv)
+    rank, kwargs, kernel, groups = _channel_conv_arguments(conv)
+    in_channels, filters = kernel.shape[-2:]
     try:
-        layer = ChannelConv2D(frozen=frozen, **kwargs)
-        if layer.data_format == "channels_last":
-            layer.build((None, None, None, in_channels))
-        else:
-            layer.build((None, in_channels, None, None))
+        mask = resolve_frozen(parse_frozen(frozen, filters), in_channels, filters)
+        if groups > 1:
+            mask = mask | grouped_frozen_mask(in_channels, filters, groups)
+        layer = _CHANNEL_CONVS[rank](frozen=mask, **kwargs)
+        layer.build(_input_shape(layer, in_channels))
     except (TypeError, ValueError) as error:
         raise type(error)(f"Cannot convert layer {conv.name!r}: {error}") from error
     if frozen_values == "zeros":
@@ -111,20 +136,43 @@ def from_conv2d(conv, frozen, frozen_values="zeros"):
     return layer
 
 
+def from_conv2d(conv, frozen=None, frozen_values="zeros"):
+    """:func:`from_conv` under its first name (kept: it converts 2-D layers too).
+
+    Example:
+
+    >>> import keras
+    >>> conv = keras.layers.DepthwiseConv2D(3, depth_multiplier=2)
+    >>> conv.build((None, 8, 8, 3))
+    >>> from_conv2d(conv, frozen=[(0, 1)]).reduction
+    'concat'
+    """
+    return from_conv(conv, frozen, frozen_values)
+
+
+def _input_shape(layer, in_channels):
+    """A build shape for ``layer`` with ``in_channels`` channels."""
+    if layer.data_format == "channels_last":
+        return (None,) * (layer.rank + 1) + (in_channels,)
+    return (None, in_channels) + (None,) * layer.rank
+
+
 def _channel_conv_arguments(conv):
-    """``ChannelConv2D`` arguments, the kernel and the channel count of ``conv``."""
+    """Rank, layer arguments, full kernel and groups of a Keras convolution."""
     kind = type(conv)
-    if kind not in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D):
+    if kind not in _SOURCES:
+        names = ", ".join(f"keras.layers.{cls.__name__}" for cls in _SOURCES)
         raise TypeError(
-            "Only built keras.layers.Conv2D and keras.layers.DepthwiseConv2D "
-            "layers (not subclasses) can become a ChannelConv2D. Received: "
-            f"layer {getattr(conv, 'name', conv)!r} of type {kind.__name__}."
+            f"Only built {names} layers (not subclasses) can become a channel "
+            f"convolution. Received: layer {getattr(conv, 'name', conv)!r} of "
+            f"type {kind.__name__}."
         )
     if not conv.built:
         raise ValueError(
             f"Cannot convert layer {conv.name!r}: it is not built, so it has no "
             "weights. Build it (or call it, or the model, on an input) first."
         )
+    rank, reduction = _SOURCES[kind]
     common = dict(
         kernel_size=conv.kernel_size,
         strides=conv.strides,
@@ -140,51 +188,103 @@ def _channel_conv_arguments(conv):
         name=conv.name,
         dtype=conv.dtype_policy,
         trainable=conv.trainable,
+        reduction=reduction,
     )
-    if kind is keras.layers.Conv2D:
-        if conv.groups != 1:
-            raise ValueError(
-                f"Cannot convert layer {conv.name!r}: a grouped Conv2D has no "
-                "kernel for the (input channel, filter) pairs across groups. "
-                f"Expected groups=1. Received: groups={conv.groups}."
-            )
+    kernel = np.array(keras.ops.convert_to_numpy(conv.kernel))
+    if reduction == "sum":
+        groups = conv.groups
         specific = dict(
             filters=conv.filters,
-            reduction="sum",
             kernel_initializer=conv.kernel_initializer,
             kernel_regularizer=conv.kernel_regularizer,
             kernel_constraint=conv.kernel_constraint,
         )
+        kernel = _ungrouped(kernel, groups)
     else:
+        groups = 1
         specific = dict(
             filters=conv.depth_multiplier,
-            reduction="concat",
             kernel_initializer=conv.depthwise_initializer,
             kernel_regularizer=conv.depthwise_regularizer,
             kernel_constraint=conv.depthwise_constraint,
         )
-    kernel = np.array(keras.ops.convert_to_numpy(conv.kernel))
-    return {**common, **specific}, kernel, kernel.shape[-2]
+    return rank, {**common, **specific}, kernel, groups
+
+
+def _ungrouped(kernel, groups):
+    """The full kernel (zeros across groups) of a grouped Keras kernel.
+
+    Keras's grouped kernel is ``kernel_size + (in_channels // groups,
+    filters)``: filter ``f`` of group ``g = f // (filters // groups)`` reads
+    input channels ``g * (in_channels // groups) + i``.
+    """
+    if groups == 1:
+        return kernel
+    per_group, filters = kernel.shape[-2:]
+    full = np.zeros(kernel.shape[:-2] + (per_group * groups, filters), kernel.dtype)
+    width = filters // groups
+    for g in range(groups):
+        rows, cols = slice(g * per_group, (g + 1) * per_group), slice(g * width, (g + 1) * width)
+        full[..., rows, cols] = kernel[..., cols]
+    return full
+
+
+def _grouped(kernel, groups):
+    """The inverse of :func:`_ungrouped`: the in-group part of a full kernel."""
+    in_channels, filters = kernel.shape[-2:]
+    per_group, width = in_channels // groups, filters // groups
+    return np.concatenate(
+        [kernel[..., g * per_group:(g + 1) * per_group, g * width:(g + 1) * width]
+         for g in range(groups)],
+        axis=-1,
+    )
+
+
+def _groups_of(layer):
+    """The ``groups > 1`` of a layer that is exactly a grouped convolution, or 1.
+
+    That is a ``"sum"`` layer whose frozen set is :func:`grouped_frozen_mask`
+    for some ``groups`` and whose frozen kernels are all exactly zero.
+    """
+    if layer.reduction != "sum" or not layer.frozen_mask.any():
+        return 1
+    if np.any(keras.ops.convert_to_numpy(layer.frozen_kernels) != 0):
+        return 1
+    in_channels, filters = layer.frozen_mask.shape
+    for groups in range(2, math.gcd(in_channels, filters) + 1):
+        if in_channels % groups == 0 and filters % groups == 0 and np.array_equal(
+            layer.frozen_mask, grouped_frozen_mask(in_channels, filters, groups)
+        ):
+            return groups
+    return 1
 
 
 def to_keras_layer(layer):
-    """Returns the plain Keras layer a built ``ChannelConv2D`` equals.
+    """Returns the plain Keras layer a built channel convolution equals.
 
-    ``reduction="sum"`` gives a ``keras.layers.Conv2D``, ``"concat"`` a
-    ``keras.layers.DepthwiseConv2D(depth_multiplier=filters)``, with the
-    layer's configuration, name and dtype policy, built, holding the
-    effective kernel (frozen kernels included) and the bias. Irreversible in
-    one sense: the new layer does not know which kernels were frozen, so
-    training it moves them (see :func:`strip`).
+    ``reduction="sum"`` gives a ``keras.layers.Conv1D`` / ``Conv2D`` /
+    ``Conv3D``, and, when the frozen set is exactly a grouped one
+    (:func:`channelconv.grouped_frozen_mask`) with every frozen kernel zero,
+    the grouped Keras layer (``groups=...``), which holds and computes only
+    the live kernels. ``"concat"`` gives a ``DepthwiseConv1D`` /
+    ``DepthwiseConv2D(depth_multiplier=filters)``, and where Keras has no
+    depthwise layer (rank 3, or 1-D ``padding="causal"``, which
+    ``DepthwiseConv1D`` refuses) ``ConvND(in_channels * filters,
+    groups=in_channels)``, the same function. The new layer has the layer's configuration, name
+    and dtype policy, is built and holds the effective kernel (frozen kernels
+    included) and the bias. Irreversible in one sense: the new layer does not
+    know which kernels were frozen, so training it moves them (see
+    :func:`strip`).
 
     Args:
-        layer: a built ``ChannelConv2D``.
+        layer: a built ``ChannelConv1D``, ``ChannelConv2D`` or
+            ``ChannelConv3D``.
 
     Returns:
-        A built ``Conv2D`` or ``DepthwiseConv2D``.
+        A built Keras convolution.
 
     Raises:
-        TypeError: ``layer`` is not a ``ChannelConv2D``.
+        TypeError: ``layer`` is not a channel convolution.
         ValueError: ``layer`` is not built.
 
     Example:
@@ -196,34 +296,44 @@ def to_keras_layer(layer):
     >>> plain = to_keras_layer(layer)
     >>> type(plain).__name__, plain.depth_multiplier, plain.name
     ('DepthwiseConv2D', 4, 'dw')
+    >>> grouped = channelconv.ChannelConv1D(
+    ...     6, 3, frozen=channelconv.grouped_frozen_mask(4, 6, 2))
+    >>> grouped.build((None, 10, 4))
+    >>> plain = to_keras_layer(grouped)
+    >>> type(plain).__name__, plain.groups, tuple(plain.kernel.shape)
+    ('Conv1D', 2, (3, 2, 6))
     """
     if not isinstance(layer, BaseChannelConv):
         raise TypeError(
-            "`layer` must be a ChannelConv2D. Received: layer "
-            f"{getattr(layer, 'name', layer)!r} of type {type(layer).__name__}."
+            "`layer` must be a ChannelConv1D, ChannelConv2D or ChannelConv3D. "
+            f"Received: layer {getattr(layer, 'name', layer)!r} of type "
+            f"{type(layer).__name__}."
         )
     if not layer.built:
         raise ValueError(
             f"Cannot strip layer {layer.name!r}: it is not built, so it has no "
             "kernel yet."
         )
-    cls = _PLAIN_LAYERS.get((layer.reduction, layer.rank))
-    if cls is None:
-        raise ValueError(
-            f"Cannot strip layer {layer.name!r}: Keras has no plain layer for "
-            f"reduction={layer.reduction!r} at rank {layer.rank}."
-        )
+    kernel = keras.ops.convert_to_numpy(layer.kernel)
+    in_channels, filters = kernel.shape[-2:]
     kernel_args = dict(
         initializer=layer.kernel_initializer,
         regularizer=layer.kernel_regularizer,
         constraint=layer.kernel_constraint,
     )
-    if layer.reduction == "sum":
-        specific = {"filters": layer.filters}
-        specific.update({f"kernel_{k}": v for k, v in kernel_args.items()})
-    else:
-        specific = {"depth_multiplier": layer.filters}
+    if layer.reduction == "concat" and layer.rank in _DEPTHWISE and layer.padding != "causal":
+        cls = _DEPTHWISE[layer.rank]
+        specific = {"depth_multiplier": filters}
         specific.update({f"depthwise_{k}": v for k, v in kernel_args.items()})
+    else:
+        cls = _CONVS[layer.rank]
+        if layer.reduction == "concat":  # 3-D or causal: one group per input channel
+            groups, kernel = in_channels, kernel.reshape(kernel.shape[:-2] + (1, -1))
+        else:
+            groups = _groups_of(layer)
+            kernel = _grouped(kernel, groups) if groups > 1 else kernel
+        specific = {"filters": kernel.shape[-1], "groups": groups}
+        specific.update({f"kernel_{k}": v for k, v in kernel_args.items()})
     plain = cls(
         kernel_size=layer.kernel_size,
         strides=layer.strides,
@@ -241,12 +351,7 @@ def to_keras_layer(layer):
         trainable=layer.trainable,
         **specific,
     )
-    kernel = keras.ops.convert_to_numpy(layer.kernel)
-    in_channels = kernel.shape[-2]
-    if layer.data_format == "channels_last":
-        plain.build((None,) * (layer.rank + 1) + (in_channels,))
-    else:
-        plain.build((None, in_channels) + (None,) * layer.rank)
+    plain.build(_input_shape(layer, in_channels))
     weights = [kernel]
     if layer.use_bias:
         weights.append(keras.ops.convert_to_numpy(layer.bias))
@@ -255,10 +360,10 @@ def to_keras_layer(layer):
 
 
 def convert_model(model, frozen_by_layer, frozen_values="zeros"):
-    """Rebuilds a model with chosen convolutions replaced by ``ChannelConv2D``.
+    """Rebuilds a model with chosen convolutions replaced by channel convolutions.
 
     Each layer named in ``frozen_by_layer`` goes through
-    :func:`from_conv2d`; every other layer is cloned and gets a copy of its
+    :func:`from_conv`; every other layer is cloned and gets a copy of its
     weights, so the original model is left untouched and shares no variable
     with the new one. With nothing frozen, the new model's outputs are
     identical to the original's. Layers of nested Sequential or functional
@@ -270,23 +375,24 @@ def convert_model(model, frozen_by_layer, frozen_values="zeros"):
     Args:
         model: a built ``keras.Sequential`` or functional ``keras.Model``.
             Subclassed models are refused: their layers' wiring is code, so
-            use :func:`from_conv2d` in the model's own ``__init__``.
+            use :func:`from_conv` in the model's own ``__init__``.
         frozen_by_layer: dict from layer name to the frozen set of that
-            layer, in any form ``ChannelConv2D`` accepts (``None`` converts
+            layer, in any form the layers accept (``None`` converts
             the layer with nothing frozen).
         frozen_values: ``"zeros"`` (default) or ``"keep"``, as in
-            :func:`from_conv2d`, for every converted layer.
+            :func:`from_conv`, for every converted layer.
 
     Returns:
         A new model of the same kind, with the same name.
 
     Raises:
         TypeError: ``model`` is not a Sequential or functional model,
-            ``frozen_by_layer`` is not a dict, or a named layer is not a
-            ``Conv2D`` / ``DepthwiseConv2D``.
+            ``frozen_by_layer`` is not a dict, or a named layer is not one
+            :func:`from_conv` takes (``Conv1D``, ``Conv2D``, ``Conv3D``,
+            ``DepthwiseConv1D``, ``DepthwiseConv2D``).
         ValueError: a name is not a layer of the model (all unknown names are
             listed), or a named layer cannot be converted (see
-            :func:`from_conv2d`).
+            :func:`from_conv`).
 
     Example:
 
@@ -322,26 +428,30 @@ def convert_model(model, frozen_by_layer, frozen_values="zeros"):
     def replace(layer):
         if layer.name not in frozen_by_layer:
             return None
-        return from_conv2d(layer, frozen_by_layer[layer.name], frozen_values)
+        return from_conv(layer, frozen_by_layer[layer.name], frozen_values)
 
     return _rebuild(model, replace)
 
 
 def strip(model):
-    """Returns a plain Keras copy of a model, each ``ChannelConv2D`` replaced.
+    """Returns a plain Keras copy of a model, each channel convolution replaced.
 
-    Every ``ChannelConv2D`` becomes the plain Keras layer it equals (see
-    :func:`to_keras_layer`): ``reduction="sum"`` a ``keras.layers.Conv2D``,
-    ``"concat"`` a ``keras.layers.DepthwiseConv2D``, holding the effective
-    kernel (frozen kernels included, zero or not) and the bias. Every other
-    layer is cloned with a copy of its weights. Outputs are identical to the
-    original's (with ``implementation="per_channel"``, equal to float
-    tolerance, since the plain layer computes the fused way), and the model,
+    Every channel convolution becomes the plain Keras layer it equals (see
+    :func:`to_keras_layer`): ``reduction="sum"`` a ``keras.layers.Conv1D``
+    / ``Conv2D`` / ``Conv3D`` (grouped where the frozen set is exactly a
+    grouped one of zeros), ``"concat"`` a ``DepthwiseConv1D`` /
+    ``DepthwiseConv2D`` (a grouped ``Conv3D`` at rank 3), holding the
+    effective kernel (frozen kernels included, zero or not) and the bias.
+    Every other layer is cloned with a copy of its weights. Outputs are
+    identical to the original's (equal to float tolerance with
+    ``implementation="per_channel"`` and for 3-D ``"concat"``, which compute
+    another way, and for a grouped layer, whose Keras op sums fewer zeros),
+    and the model,
     saved as ``.keras``, loads without importing channelconv. The original
     model is not modified. (Exception, a Keras 3.15 bug: with
     ``channels_first``, the plain layers add the bias along the wrong axis
     when the output's last spatial axis has as many entries as there are
-    output channels; see :func:`from_conv2d`.)
+    output channels; see :func:`from_conv`.)
 
     This is irreversible: the stripped model does not know which kernels were
     frozen. Nothing enforces the frozen set any more; training the stripped
@@ -357,7 +467,7 @@ def strip(model):
 
     Raises:
         TypeError: ``model`` is not a Sequential or functional model.
-        ValueError: a ``ChannelConv2D`` in it is not built.
+        ValueError: a channel convolution in it is not built.
 
     Example:
 
@@ -388,7 +498,7 @@ def _check_graph_model(model, function):
         raise TypeError(
             f"`{function}` rebuilds Sequential and functional Keras models "
             "only; a subclassed model's wiring is code, so replace its layers "
-            "in that code (with `from_conv2d` or `to_keras_layer`). Received: "
+            "in that code (with `from_conv` or `to_keras_layer`). Received: "
             f"model {getattr(model, 'name', model)!r} of type "
             f"{type(model).__name__}."
         )

@@ -1,4 +1,4 @@
-"""The frozen-kernel matrix: parsing, validation, config form and random choice.
+"""The frozen-kernel matrix: parsing, validation, config form, random and grouped sets.
 
 A frozen set names the ``(input_channel, filter)`` kernels of a convolution
 that never train. It is given to a layer in one of four forms:
@@ -416,3 +416,53 @@ def random_frozen_mask(in_channels, filters, count, seed=None):
     mask = np.zeros(total, dtype=bool)
     mask[chosen] = True
     return mask.reshape(in_channels, filters)
+
+
+def grouped_frozen_mask(in_channels, filters, groups):
+    """The frozen set that makes a ``"sum"`` layer a grouped convolution.
+
+    Keras's ``Conv*D(filters, ..., groups=groups)`` splits the input channels
+    and the filters, in order, into ``groups`` equal groups, and filter ``f``
+    sees only the input channels of its own group. As a frozen-zero set:
+    kernel ``(c, f)`` is live iff ``c // (in_channels // groups) == f //
+    (filters // groups)``, and every other kernel is frozen (at zero, the
+    default ``frozen_initializer``). Unite it with other frozen kernels with
+    ``|``.
+
+    Args:
+        in_channels: number of input channels.
+        filters: number of filters.
+        groups: number of groups; must divide both.
+
+    Returns:
+        A boolean ``np.ndarray`` of shape ``(in_channels, filters)``, ``True``
+        off the block diagonal; pass it as ``frozen=``.
+
+    Raises:
+        TypeError: an argument is not an integer.
+        ValueError: an argument is not positive, or ``groups`` does not
+            divide ``in_channels`` and ``filters``.
+
+    Example:
+
+    >>> grouped_frozen_mask(4, 6, 2).astype(int)
+    array([[0, 0, 0, 1, 1, 1],
+           [0, 0, 0, 1, 1, 1],
+           [1, 1, 1, 0, 0, 0],
+           [1, 1, 1, 0, 0, 0]])
+    >>> grouped_frozen_mask(4, 6, 4)
+    Traceback (most recent call last):
+        ...
+    ValueError: `groups` must divide both in_channels and filters. Received: groups=4 with in_channels=4 and filters=6.
+    """
+    in_channels = positive_int(in_channels, "in_channels")
+    filters = positive_int(filters, "filters")
+    groups = positive_int(groups, "groups")
+    if in_channels % groups or filters % groups:
+        raise ValueError(
+            "`groups` must divide both in_channels and filters. Received: "
+            f"groups={groups} with in_channels={in_channels} and filters={filters}."
+        )
+    channel_group = np.arange(in_channels) // (in_channels // groups)
+    filter_group = np.arange(filters) // (filters // groups)
+    return channel_group[:, None] != filter_group[None, :]

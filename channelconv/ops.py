@@ -49,7 +49,8 @@ def convolve(
         strides, dilation_rate: int or tuple of ``len(kernel_size)`` ints, as
             for ``Conv2D`` (keyword-only, like ``padding`` and
             ``data_format``).
-        padding, data_format: as for ``Conv2D``.
+        padding, data_format: as for ``Conv2D``; ``padding`` may also be
+            ``"causal"`` for a 1-D convolution, as for ``Conv1D``.
 
     Returns:
         The output tensor (no bias, no activation).
@@ -65,6 +66,8 @@ def convolve(
     >>> convolve(tf.ones((1, 3, 5, 4)), k, "concat", strides=(2, 1),
     ...          data_format="channels_first").shape
     TensorShape([1, 6, 2, 2])
+    >>> convolve(tf.ones((1, 6, 3)), tf.ones((3, 3, 2)), "sum", padding="causal").shape
+    TensorShape([1, 6, 2])
     """
     rank = len(kernel.shape) - 2
     conv_args = dict(
@@ -73,6 +76,8 @@ def convolve(
         dilation_rate=_tuple(dilation_rate, rank),
     )
     inputs = routing.to_channels_last(inputs, data_format)
+    if padding == "causal":
+        inputs, conv_args["padding"] = _causal_pad(inputs, kernel, conv_args), "valid"
     if implementation == "fused" and reduction == "sum":
         outputs = routing.conv(inputs, kernel, **conv_args)
     elif implementation == "fused":
@@ -91,6 +96,12 @@ def convolve(
 
 def _tuple(value, rank):
     return (value,) * rank if isinstance(value, int) else tuple(value)
+
+
+def _causal_pad(inputs, kernel, conv_args):
+    """Keras's ``"causal"`` padding (1-D): zeros before the first step only."""
+    (size,), (dilation,) = kernel.shape[:1], conv_args["dilation_rate"]
+    return ops.pad(inputs, [(0, 0), (dilation * (size - 1), 0), (0, 0)])
 
 
 def add_bias(outputs, bias, data_format="channels_last"):

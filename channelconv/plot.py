@@ -18,7 +18,8 @@ def kernel_norms(layer):
     """The L2 norm of each kernel of a built channel convolution.
 
     Args:
-        layer: a built ``ChannelConv2D``.
+        layer: a built ``ChannelConv1D``, ``ChannelConv2D`` or
+            ``ChannelConv3D``.
 
     Returns:
         A float ``np.ndarray`` of shape ``(in_channels, filters)``; entry
@@ -51,7 +52,8 @@ def plot_kernel_mask(layer, path=None):
     ``plt.close``; in a notebook, display it with ``display(fig)``).
 
     Args:
-        layer: a built ``ChannelConv2D`` (either reduction).
+        layer: a built ``ChannelConv1D``, ``ChannelConv2D`` or
+            ``ChannelConv3D`` (either reduction).
         path: ``None`` (default) to only return the figure, or a file path
             (``str`` or ``os.PathLike``) to save it to; the format follows
             the extension, PNG when there is none.
@@ -135,7 +137,7 @@ def plot_kernel_mask(layer, path=None):
 def _check_layer(layer):
     if not isinstance(layer, BaseChannelConv):
         raise TypeError(
-            "`layer` must be a ChannelConv2D. Received: "
+            "`layer` must be a ChannelConv1D, ChannelConv2D or ChannelConv3D. Received: "
             f"{getattr(layer, 'name', layer)!r} of type {type(layer).__name__}."
         )
     if not layer.built:

@@ -94,9 +94,18 @@ def conv(inputs, kernel, strides, padding, dilation_rate):
 
 
 def depthwise_conv(inputs, kernel, strides, padding, dilation_rate):
-    """``keras.ops.depthwise_conv`` on channels-last inputs, any strides.
+    """``keras.ops.depthwise_conv`` on channels-last inputs, any rank and strides.
 
-    With equal strides, or on a backend other than TensorFlow, this is
+    Keras's depthwise op takes 1-D and 2-D inputs. A 3-D depthwise
+    convolution is a grouped convolution with one group per input channel
+    (``keras.ops.conv`` with the kernel reshaped to ``kernel_size + (1,
+    channels * multiplier)``, output ``c * multiplier + f``, the same order),
+    which is what Keras's ``Conv3D(groups=channels)`` runs, and what runs
+    here on other backends. TensorFlow's CPU kernels refuse grouped 3-D
+    convolutions and XLA runs them slowly, so on TensorFlow it is a sum over
+    the depth taps of 2-D depthwise convolutions (:func:`_depth_tap_sum`).
+
+    In 2-D, with equal strides, or on a backend other than TensorFlow, this is
     ``keras.ops.depthwise_conv``. With unequal strides on TensorFlow (which
     ``DepthwiseConv2dNative`` refuses without oneDNN), let ``S`` be the
     least common multiple of the strides and ``P = S / s`` the number of
@@ -112,15 +121,15 @@ def depthwise_conv(inputs, kernel, strides, padding, dilation_rate):
     kernel, on no copy of the input.
 
     Args:
-        inputs: channels-last tensor ``(batch, rows, cols, channels)``.
-        kernel: ``(kernel_rows, kernel_cols, channels, multiplier)``.
-        strides: tuple of 2 ints.
+        inputs: channels-last tensor ``(batch, *spatial, channels)``.
+        kernel: ``kernel_size + (channels, multiplier)``.
+        strides: tuple of ints, one per spatial axis.
         padding: ``"valid"`` or ``"same"``.
-        dilation_rate: tuple of 2 ints (strides > 1 are incompatible with
+        dilation_rate: tuple of ints (strides > 1 are incompatible with
             dilation > 1, as for Keras's layers).
 
     Returns:
-        ``(batch, out_rows, out_cols, channels * multiplier)``.
+        ``(batch, *out_spatial, channels * multiplier)``.
 
     Example:
 
@@ -138,6 +147,11 @@ def depthwise_conv(inputs, kernel, strides, padding, dilation_rate):
     True
     """
     _check_strides_and_dilation(strides, dilation_rate)
+    if len(strides) == 3:
+        if _tensorflow():
+            return _depth_tap_sum(inputs, kernel, tuple(strides), padding, tuple(dilation_rate))
+        grouped = ops.reshape(kernel, tuple(kernel.shape[:3]) + (1, -1))
+        return ops.conv(inputs, grouped, strides, padding, "channels_last", dilation_rate)
     if (
         len(set(strides)) == 1
         or not _tensorflow()
@@ -147,6 +161,35 @@ def depthwise_conv(inputs, kernel, strides, padding, dilation_rate):
             inputs, kernel, strides, padding, "channels_last", dilation_rate
         )
     return _phased_depthwise_conv(inputs, kernel, tuple(strides), padding)
+
+
+def _depth_tap_sum(inputs, kernel, strides, padding, dilation_rate):
+    """A 3-D depthwise convolution as 2-D ones: one per tap along the depth.
+
+    Output frame ``i`` is the sum over depth taps ``a`` of input frame ``i *
+    stride + a * dilation`` (after the depth padding) convolved, depthwise in
+    2-D, with ``kernel[a]``. All output frames of one tap are one 2-D
+    depthwise convolution, on the strided slice of the input's frames
+    folded into the batch. On TensorFlow's CPU this runs the native
+    depthwise kernel, where the grouped ``Conv3D`` that Keras uses needs
+    XLA and measured 2 to 8 times slower (``docs/ranks.md``).
+    """
+    taps, depth_stride, depth_dilation = kernel.shape[0], strides[0], dilation_rate[0]
+    span = (taps - 1) * depth_dilation + 1
+    shape = ops.shape(inputs)
+    before, after = _padding(shape[1], span, depth_stride, padding)
+    if (before, after) != (0, 0):
+        inputs = ops.pad(inputs, [(0, 0), (before, after), (0, 0), (0, 0), (0, 0)])
+    out_depth = (shape[1] + before + after - span) // depth_stride + 1
+    total = None
+    for tap in range(taps):
+        start = tap * depth_dilation
+        frames = inputs[:, start : start + (out_depth - 1) * depth_stride + 1 : depth_stride]
+        folded = ops.reshape(frames, (-1, shape[2], shape[3], shape[4]))
+        y = depthwise_conv(folded, kernel[tap], strides[1:], padding, dilation_rate[1:])
+        total = y if total is None else total + y
+    out = ops.shape(total)
+    return ops.reshape(total, (-1, out_depth, out[1], out[2], out[3]))
 
 
 def _check_strides_and_dilation(strides, dilation_rate):

@@ -3,16 +3,18 @@
 ``keras.src.testing`` is private, so, like keras-hub's ``run_layer_test``,
 :func:`run_layer_test` checks what every layer configuration must satisfy:
 config round-trip, ``.keras`` save/load, symbolic and eager call, one ``fit``
-step. :func:`numpy_conv` is a direct-loop NumPy convolution and
-:func:`keras_reference` a Keras ``Conv2D`` / ``DepthwiseConv2D`` loaded with a
-layer's effective kernel, and :func:`keras_output` runs such a layer on every
-CPU; tests compare the layer against them.
+step. :func:`numpy_conv` is a direct NumPy convolution of any rank and
+:func:`keras_reference` the Keras convolution of the layer's rank loaded with
+a layer's effective kernel, and :func:`keras_output` runs such a layer on
+every CPU; tests compare the layer against them.
 """
 
 import math
 
 import keras
 import numpy as np
+
+from channelconv import ChannelConv1D, ChannelConv2D, ChannelConv3D
 
 ACTIVATIONS = {
     None: lambda x: x,
@@ -31,60 +33,81 @@ def numpy_conv(
     x,
     kernel,
     reduction="sum",
-    strides=(1, 1),
+    strides=None,
     padding="valid",
-    dilation_rate=(1, 1),
+    dilation_rate=None,
     data_format="channels_last",
     bias=None,
     activation=None,
 ):
-    """A direct-loop 2-D convolution in float64, written from the definition.
+    """A direct N-D convolution in float64 (1-D, 2-D, 3-D), from the definition.
 
-    Output pixel ``(i, j)`` is the kernel applied to the input patch whose
-    top-left corner is ``(i * stride - pad_top, j * stride - pad_left)``,
-    with taps ``dilation`` apart; ``"same"`` padding follows TensorFlow
-    (output size ``ceil(size / stride)``, the extra pad at the bottom/right).
+    Output position ``o`` is the kernel applied to the input patch whose
+    first corner is ``o * stride - pad_before``, with taps ``dilation``
+    apart: for each tap ``t`` of the kernel, the input positions ``o *
+    stride + t * dilation`` of every output at once (a strided slice) are
+    multiplied with ``kernel[t]`` and added. ``"same"`` padding follows
+    TensorFlow (output size ``ceil(size / stride)``, the extra pad at the
+    end); ``"causal"`` (1-D) pads ``dilation * (k - 1)`` at the start only.
 
     Args:
-        x: input array, ``(N, H, W, C)`` or ``(N, C, H, W)``.
-        kernel: full kernel ``(kh, kw, C, F)``.
-        reduction: ``"sum"`` (``F`` outputs, as ``Conv2D``) or ``"concat"``
-            (``C * F`` outputs, output ``c * F + f``, as ``DepthwiseConv2D``).
-        strides, padding, dilation_rate, data_format: as for ``Conv2D``.
+        x: input array, ``(N, *spatial, C)`` or ``(N, C, *spatial)``.
+        kernel: full kernel ``kernel_size + (C, F)``.
+        reduction: ``"sum"`` (``F`` outputs, as ``ConvND``) or ``"concat"``
+            (``C * F`` outputs, output ``c * F + f``, as a depthwise conv).
+        strides, dilation_rate: tuples, one int per spatial axis (default 1).
+        padding, data_format: as for Keras's convolutions.
         bias: optional bias of the output channels.
         activation: a key of :data:`ACTIVATIONS`.
 
     Returns:
         The output array in ``data_format``, float64.
     """
-    x = np.asarray(x, dtype=np.float64)
+    x = _channels_last(np.asarray(x, dtype=np.float64), data_format)
     kernel = np.asarray(kernel, dtype=np.float64)
-    if data_format == "channels_first":
-        x = x.transpose(0, 2, 3, 1)
-    n, _, _, channels = x.shape
-    kh, kw, kc, filters = kernel.shape
+    rank = kernel.ndim - 2
+    strides, dilation_rate = _ones(strides, rank), _ones(dilation_rate, rank)
+    n, channels = x.shape[0], x.shape[-1]
+    kernel_size, (kc, filters) = kernel.shape[:-2], kernel.shape[-2:]
     assert kc == channels
-    (sh, sw), (dh, dw) = strides, dilation_rate
-    x, (out_h, out_w), _ = _pad_input(x, (kh, kw), strides, padding, dilation_rate)
+    x, out_size, _ = _pad_input(x, kernel_size, strides, padding, dilation_rate)
     out_channels = filters if reduction == "sum" else channels * filters
-    out = np.zeros((n, out_h, out_w, out_channels))
-    for i in range(out_h):
-        for j in range(out_w):
-            for a in range(kh):
-                for b in range(kw):
-                    pixel = x[:, i * sh + a * dh, j * sw + b * dw, :]  # (n, C)
-                    tap = kernel[a, b]  # (C, F)
-                    if reduction == "sum":
-                        out[:, i, j, :] += pixel @ tap
-                    else:
-                        per = pixel[:, :, None] * tap[None]  # (n, C, F)
-                        out[:, i, j, :] += per.reshape(n, -1)
+    out = np.zeros((n, *out_size, out_channels))
+    for tap in np.ndindex(*kernel_size):
+        pixels = x[_window(tap, out_size, strides, dilation_rate)]  # (n, *out, C)
+        if reduction == "sum":
+            out += pixels @ kernel[tap]
+        else:
+            per = pixels[..., :, None] * kernel[tap]  # (n, *out, C, F)
+            out += per.reshape(per.shape[:-2] + (-1,))
     if bias is not None:
         out = out + np.asarray(bias, dtype=np.float64)
     out = ACTIVATIONS[activation](out)
+    return _from_channels_last(out, data_format)
+
+
+def _ones(value, rank):
+    return (1,) * rank if value is None else tuple(value)
+
+
+def _window(tap, out_size, strides, dilation_rate):
+    """The index of the input positions tap ``tap`` meets, for every output."""
+    return (slice(None),) + tuple(
+        slice(t * d, t * d + (o - 1) * s + 1, s)
+        for t, o, s, d in zip(tap, out_size, strides, dilation_rate)
+    ) + (slice(None),)
+
+
+def _channels_last(x, data_format):
     if data_format == "channels_first":
-        out = out.transpose(0, 3, 1, 2)
-    return out
+        return np.moveaxis(x, 1, -1)
+    return x
+
+
+def _from_channels_last(x, data_format):
+    if data_format == "channels_first":
+        return np.moveaxis(x, -1, 1)
+    return x
 
 
 def onednn_enabled():
@@ -115,6 +138,18 @@ def keras_can_run(conv):
     return not depthwise or len(set(conv.strides)) == 1 or onednn_enabled()
 
 
+def layer_input(layer_or_format, spatial, channels, seed=0, batch=2):
+    """A float32 normal input ``(batch, *spatial, channels)`` in the data format.
+
+    ``layer_or_format``: a layer (its ``data_format``) or the format itself.
+    """
+    data_format = getattr(layer_or_format, "data_format", layer_or_format)
+    shape = (batch, *spatial, channels)
+    if data_format == "channels_first":
+        shape = (batch, channels, *spatial)
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
 def keras_output(conv, x):
     """The output of a built Keras ``Conv2D`` / ``DepthwiseConv2D`` on ``x``.
 
@@ -133,7 +168,7 @@ def keras_output(conv, x):
     if conv.data_format == "channels_last":
         return to_numpy(conv(x))
     clone = type(conv).from_config(dict(conv.get_config(), data_format="channels_last"))
-    channels = conv.kernel.shape[-2]
+    channels = x.shape[1]  # channels_first input
     clone.build((None,) * (len(conv.kernel.shape) - 1) + (channels,))
     clone.set_weights(conv.get_weights())
     rank = len(x.shape) - 2
@@ -141,12 +176,24 @@ def keras_output(conv, x):
     return np.transpose(y, (0, rank + 1, *range(1, rank + 1)))
 
 
-def keras_reference(layer, input_shape):
-    """A Keras ``Conv2D`` (sum) or ``DepthwiseConv2D`` (concat) equal in intent.
+LAYERS = {1: ChannelConv1D, 2: ChannelConv2D, 3: ChannelConv3D}
+# The layer of each rank and a small input size for it (widths differ from
+# the output channel counts the tests use, see test_numerics).
+SPATIAL = {1: (11,), 2: (7, 9), 3: (4, 5, 9)}
+CONVS = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
+DEPTHWISE = {1: keras.layers.DepthwiseConv1D, 2: keras.layers.DepthwiseConv2D}
 
-    It gets the same options as ``layer`` and is loaded with ``layer.kernel``
-    (reshaped to Keras's depthwise layout for concat) and ``layer.bias``.
-    Compute its output with :func:`keras_output`, which runs on every CPU.
+
+def keras_reference(layer, input_shape):
+    """The Keras layer a channel convolution equals in intent, of its rank.
+
+    ``"sum"``: ``Conv1D`` / ``Conv2D`` / ``Conv3D``. ``"concat"``:
+    ``DepthwiseConv1D`` / ``DepthwiseConv2D(depth_multiplier=filters)``, and
+    where Keras has none (3-D, or 1-D ``"causal"``), ``ConvND(channels *
+    filters, groups=channels)``, the same function. It gets the same options
+    as ``layer`` and is loaded with ``layer.kernel`` (reshaped to the Keras
+    layout) and ``layer.bias``. Compute its output with
+    :func:`keras_output`, which runs on every CPU.
     """
     common = dict(
         kernel_size=layer.kernel_size,
@@ -158,10 +205,13 @@ def keras_reference(layer, input_shape):
         use_bias=layer.use_bias,
     )
     kernel = to_numpy(layer.kernel)
+    channels = kernel.shape[-2]
     if layer.reduction == "sum":
-        ref = keras.layers.Conv2D(layer.filters, **common)
+        ref = CONVS[layer.rank](layer.filters, **common)
+    elif layer.rank in DEPTHWISE and layer.padding != "causal":
+        ref = DEPTHWISE[layer.rank](depth_multiplier=layer.filters, **common)
     else:
-        ref = keras.layers.DepthwiseConv2D(depth_multiplier=layer.filters, **common)
+        ref = CONVS[layer.rank](channels * layer.filters, groups=channels, **common)
     ref.build(input_shape)
     weights = [kernel.reshape(ref.kernel.shape)]
     if layer.use_bias:
@@ -275,28 +325,32 @@ def run_layer_test(
 
 
 def _pad_input(x, kernel_size, strides, padding, dilation_rate):
-    """Pads an ``(N, H, W, C)`` input as TensorFlow does for ``padding``.
+    """Pads an ``(N, *spatial, C)`` input as TensorFlow does for ``padding``.
 
     Returns:
-        ``(padded, (out_h, out_w), (pad_top, pad_left))``; ``"same"`` gives
-        ``ceil(size / stride)`` outputs with the extra pad at the bottom/right.
+        ``(padded, out_size, pads_before)``; ``"same"`` gives ``ceil(size /
+        stride)`` outputs with the extra pad at the end, ``"causal"`` pads
+        the whole span at the start.
     """
-    height, width = x.shape[1:3]
+    sizes = x.shape[1:-1]
     spans = [(k - 1) * d + 1 for k, d in zip(kernel_size, dilation_rate)]
     if padding == "valid":
-        out = tuple(
-            (size - span) // s + 1
-            for size, span, s in zip((height, width), spans, strides)
-        )
-        return x, out, (0, 0)
-    out = (math.ceil(height / strides[0]), math.ceil(width / strides[1]))
-    pads = [
-        max((o - 1) * s + span - size, 0)
-        for o, s, span, size in zip(out, strides, spans, (height, width))
-    ]
-    widths = ((0, 0),) + tuple((p // 2, p - p // 2) for p in pads) + ((0, 0),)
-    padded = np.pad(x, widths)
-    return padded, out, (pads[0] // 2, pads[1] // 2)
+        out = tuple((size - span) // s + 1 for size, span, s in zip(sizes, spans, strides))
+        return x, out, (0,) * len(sizes)
+    if padding == "causal":
+        widths = [(span - 1, 0) for span in spans]
+    else:
+        out = tuple(math.ceil(size / s) for size, s in zip(sizes, strides))
+        pads = [
+            max((o - 1) * s + span - size, 0)
+            for o, s, span, size in zip(out, strides, spans, sizes)
+        ]
+        widths = [(p // 2, p - p // 2) for p in pads]
+    padded = np.pad(x, [(0, 0), *widths, (0, 0)])
+    out = tuple(
+        (size - span) // s + 1 for size, span, s in zip(padded.shape[1:-1], spans, strides)
+    )
+    return padded, out, tuple(before for before, _ in widths)
 
 
 def numpy_conv_gradients(
@@ -304,24 +358,24 @@ def numpy_conv_gradients(
     kernel,
     upstream,
     reduction="sum",
-    strides=(1, 1),
+    strides=None,
     padding="valid",
-    dilation_rate=(1, 1),
+    dilation_rate=None,
     data_format="channels_last",
 ):
     """Gradients of ``sum(numpy_conv(x, kernel, ...) * upstream)``, in float64.
 
-    The adjoint of :func:`numpy_conv`'s loop, written from the same
-    definition: where the convolution adds ``pixel @ tap`` to output pixel
-    ``(i, j)``, the kernel gradient gets ``pixel.T @ g[i, j]`` and the
-    (padded) input gradient ``g[i, j] @ tap.T``; for ``"concat"`` output
-    ``c * F + f`` only input channel ``c`` and kernel ``(c, f)`` meet. The
-    padded input gradient is cropped back to the input. The bias gradient is
+    The adjoint of :func:`numpy_conv`, written from the same definition:
+    where the convolution adds ``pixels @ kernel[t]`` to the outputs, the
+    kernel gradient gets ``pixels.T @ g`` and the (padded) input gradient
+    ``g @ kernel[t].T`` at the same window; for ``"concat"`` output ``c * F
+    + f`` only input channel ``c`` and kernel ``(c, f)`` meet. The padded
+    input gradient is cropped back to the input. The bias gradient is
     ``upstream`` summed over all but the channel axis.
 
     Args:
-        x: input array, ``(N, H, W, C)`` or ``(N, C, H, W)``.
-        kernel: full kernel ``(kh, kw, C, F)``.
+        x: input array, ``(N, *spatial, C)`` or ``(N, C, *spatial)``.
+        kernel: full kernel ``kernel_size + (C, F)``.
         upstream: the gradient of the loss w.r.t. the output, in
             ``data_format``.
         reduction, strides, padding, dilation_rate, data_format: as for
@@ -332,37 +386,31 @@ def numpy_conv_gradients(
         ``d_kernel`` of the full kernel's shape, ``d_bias`` one entry per
         output channel.
     """
-    x = np.asarray(x, dtype=np.float64)
+    x = _channels_last(np.asarray(x, dtype=np.float64), data_format)
+    g = _channels_last(np.asarray(upstream, dtype=np.float64), data_format)
     kernel = np.asarray(kernel, dtype=np.float64)
-    g = np.asarray(upstream, dtype=np.float64)
-    if data_format == "channels_first":
-        x, g = x.transpose(0, 2, 3, 1), g.transpose(0, 2, 3, 1)
-    n, height, width, channels = x.shape
-    kh, kw, _, filters = kernel.shape
-    (sh, sw), (dh, dw) = strides, dilation_rate
-    padded, (out_h, out_w), (top, left) = _pad_input(
-        x, (kh, kw), strides, padding, dilation_rate
-    )
-    assert g.shape[1:3] == (out_h, out_w)
+    rank = kernel.ndim - 2
+    strides, dilation_rate = _ones(strides, rank), _ones(dilation_rate, rank)
+    sizes, channels = x.shape[1:-1], x.shape[-1]
+    kernel_size, filters = kernel.shape[:-2], kernel.shape[-1]
+    padded, out_size, before = _pad_input(x, kernel_size, strides, padding, dilation_rate)
+    assert g.shape[1:-1] == out_size
     d_padded = np.zeros_like(padded)
     d_kernel = np.zeros_like(kernel)
-    for i in range(out_h):
-        for j in range(out_w):
-            for a in range(kh):
-                for b in range(kw):
-                    r, s = i * sh + a * dh, j * sw + b * dw
-                    pixel = padded[:, r, s, :]  # (n, C)
-                    tap = kernel[a, b]  # (C, F)
-                    if reduction == "sum":
-                        g_ij = g[:, i, j, :]  # (n, F)
-                        d_kernel[a, b] += pixel.T @ g_ij
-                        d_padded[:, r, s, :] += g_ij @ tap.T
-                    else:
-                        g_ij = g[:, i, j, :].reshape(n, channels, filters)
-                        d_kernel[a, b] += np.einsum("nc,ncf->cf", pixel, g_ij)
-                        d_padded[:, r, s, :] += np.einsum("ncf,cf->nc", g_ij, tap)
-    d_input = d_padded[:, top : top + height, left : left + width, :]
-    d_bias = g.sum(axis=(0, 1, 2))
-    if data_format == "channels_first":
-        d_input = d_input.transpose(0, 3, 1, 2)
-    return d_input, d_kernel, d_bias
+    outputs = tuple(range(rank + 1))  # batch and spatial axes of g
+    if reduction == "concat":
+        g = g.reshape(g.shape[:-1] + (channels, filters))
+    for tap in np.ndindex(*kernel_size):
+        window = _window(tap, out_size, strides, dilation_rate)
+        pixels = padded[window]  # (n, *out, C)
+        if reduction == "sum":
+            d_kernel[tap] += np.tensordot(pixels, g, axes=(outputs, outputs))
+            d_padded[window] += g @ kernel[tap].T
+        else:
+            flat = pixels.reshape(-1, channels)
+            d_kernel[tap] += np.einsum("mc,mcf->cf", flat, g.reshape(len(flat), channels, -1))
+            d_padded[window] += np.einsum("...cf,cf->...c", g, kernel[tap])
+    crop = (slice(None),) + tuple(slice(b, b + size) for b, size in zip(before, sizes))
+    d_input = d_padded[crop]
+    d_bias = g.reshape(-1, g.shape[-1] if reduction == "sum" else channels * filters).sum(0)
+    return _from_channels_last(d_input, data_format), d_kernel, d_bias

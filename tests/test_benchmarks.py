@@ -13,6 +13,8 @@ import io
 import json
 import os
 import pathlib
+import subprocess
+import sys
 
 import keras
 import matplotlib.image
@@ -37,18 +39,34 @@ def bench():
     return module
 
 
-def tiny_plan(bench, reductions=("sum", "concat"), modes=("train", "infer")):
+def tiny_plan(bench, reductions=("sum", "concat"), modes=("train", "infer"), rank=2):
     sizes = tuple(bench.Size(r, C, F, 2, 2) for r in reductions)
-    return bench.Plan(sizes=sizes, jit=(False,), modes=modes, image=8, warmup=1,
+    return bench.Plan(sizes=sizes, jit=(False,), modes=modes, rank=rank, image=8, warmup=1,
                       min_rounds=2, max_rounds=2, group_seconds=0.0)
 
 
-@pytest.fixture(scope="module")
-def tiny_run(bench, tmp_path_factory):
+@pytest.fixture(scope="module", params=[1, 2, 3], ids=["1d", "2d", "3d"])
+def tiny_run(bench, tmp_path_factory, request):
+    """One tiny run per rank: every rank goes through the same checks."""
     out = tmp_path_factory.mktemp("bench")
     progress = io.StringIO()
-    result = bench.run(tiny_plan(bench), str(out), "tiny", "test", stream=progress)
+    plan = tiny_plan(bench, rank=request.param)
+    result = bench.run(plan, str(out), "tiny", "test", stream=progress)
     return out, result, progress.getvalue()
+
+
+def rank_of(result):
+    return result["plan"]["rank"]
+
+
+def names(rank):
+    """The variant names of a run at ``rank``, by reduction (baseline first)."""
+    return {
+        "sum": [f"Conv{rank}D", f"ChannelConv{rank}D fused", f"ChannelConv{rank}D per_channel",
+                f"Conv{rank}D + mask constraint"],
+        "concat": [f"DepthwiseConv{rank}D" if rank < 3 else "Conv3D groups=C",
+                   f"ChannelConv{rank}D fused", f"ChannelConv{rank}D per_channel"],
+    }
 
 
 def records(result, **where):
@@ -61,7 +79,7 @@ def records(result, **where):
 def test_writes_json_markdown_and_png(tiny_run):
     out, result, _ = tiny_run
     assert json.loads((out / "tiny.json").read_text()) == json.loads(json.dumps(result))
-    assert (out / "tiny.md").read_text().startswith("# ChannelConv2D benchmark")
+    assert (out / "tiny.md").read_text().startswith(f"# ChannelConv{rank_of(result)}D benchmark")
     image = matplotlib.image.imread(out / "tiny.png")
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
 
@@ -93,7 +111,9 @@ def test_onednn_setting_falls_back_to_the_environment(bench, monkeypatch):
     def missing():
         raise ImportError("private API moved")
 
-    monkeypatch.setattr(bench, "_tensorflow_onednn", missing)
+    import benchlib.environment
+
+    monkeypatch.setattr(benchlib.environment, "_tensorflow_onednn", missing)
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
     setting = bench.onednn_setting()
     assert setting["onednn"] is False
@@ -102,24 +122,18 @@ def test_onednn_setting_falls_back_to_the_environment(bench, monkeypatch):
 
 def test_one_record_per_variant_mode_and_jit(tiny_run, bench):
     _, result, progress = tiny_run
-    answer = bench.AnswerConv2D is not None
-    expected = {
-        "sum": {"Conv2D", "ChannelConv2D fused", "ChannelConv2D per_channel",
-                "Conv2D + mask constraint"},
-        "concat": {"DepthwiseConv2D", "ChannelConv2D fused", "ChannelConv2D per_channel"}
-        | ({"AnswerConv2D"} if answer else set()),
-    }
-    for reduction, names in expected.items():
+    answer = bench.AnswerConv2D is not None and rank_of(result) == 2
+    expected = names(rank_of(result))
+    expected["concat"] += ["AnswerConv2D"] if answer else []
+    for reduction, variants in expected.items():
         for mode in ("train", "infer"):
             got = records(result, reduction=reduction, mode=mode)
-            assert sorted(r["variant"] for r in got) == sorted(names)
+            assert sorted(r["variant"] for r in got) == sorted(variants)
             for r in got:
                 assert r["rounds"] == 2 and r["traces"] == 1
                 assert all(t > 0 for t in r["times_ms"])
     assert progress.rstrip().splitlines()[-1].startswith("[" + "#" * 24 + "]")
 
-
-BASELINE = {"sum": "Conv2D", "concat": "DepthwiseConv2D"}
 
 
 def test_ratios_pair_each_variant_with_its_baseline_round_by_round(tiny_run):
@@ -134,7 +148,8 @@ def test_ratios_pair_each_variant_with_its_baseline_round_by_round(tiny_run):
         groups.setdefault(key, []).append(r)
     assert len(groups) == 4  # {sum, concat} x {train, infer}
     for records_ in groups.values():
-        (base,) = [r for r in records_ if r["variant"] == BASELINE[r["reduction"]]]
+        baseline = names(rank_of(result))[records_[0]["reduction"]][0]
+        (base,) = [r for r in records_ if r["variant"] == baseline]
         assert len(records_) >= 3
         for r in records_:
             assert r["baseline"] == base["variant"]
@@ -152,25 +167,23 @@ def test_times_the_kernel_assembly_of_each_shape(tiny_run):
     _, result, _ = tiny_run
     (assembly,) = result["assembly"]
     assert (assembly["in_channels"], assembly["filters"]) == (C, F)
-    assert assembly["kernel_elements"] == K * K * C * F
+    assert assembly["kernel_elements"] == K ** rank_of(result) * C * F
     assert np.isfinite([assembly["forward_ms"], assembly["forward_backward_ms"]]).all()
 
 
 # --- optimizer state: computed here from the shapes and the mask ------------------
 
 MASK = random_frozen_mask(C, F, N_FROZEN, seed=0)
-KERNEL = K * K * C * F
-TRAINABLE_KERNELS = K * K * int((~MASK).sum())
-STATE = [  # reduction, variant, trainable parameters (kernels + bias)
-    ("sum", "Conv2D", KERNEL + F),
-    ("sum", "ChannelConv2D fused", TRAINABLE_KERNELS + F),
-    ("sum", "ChannelConv2D per_channel", TRAINABLE_KERNELS + F),
-    ("sum", "Conv2D + mask constraint", KERNEL + F),  # the full kernel
-    ("concat", "DepthwiseConv2D", KERNEL + C * F),
-    ("concat", "ChannelConv2D fused", TRAINABLE_KERNELS + C * F),
-    ("concat", "ChannelConv2D per_channel", TRAINABLE_KERNELS + C * F),
-    # the answer: 11 + 16 + 16 "trainable" 3x3 filters, no bias
-    ("concat", "AnswerConv2D", K * K * (11 + 16 + 16)),
+STATE = [  # reduction, variant (names(rank) index, or the answer), trainable parameters
+    ("sum", 0, lambda k: k * C * F + F),  # Conv{r}D
+    ("sum", 1, lambda k: k * int((~MASK).sum()) + F),  # fused
+    ("sum", 2, lambda k: k * int((~MASK).sum()) + F),  # per_channel
+    ("sum", 3, lambda k: k * C * F + F),  # mask constraint: the full kernel
+    ("concat", 0, lambda k: k * C * F + C * F),  # DepthwiseConv{r}D / grouped Conv3D
+    ("concat", 1, lambda k: k * int((~MASK).sum()) + C * F),
+    ("concat", 2, lambda k: k * int((~MASK).sum()) + C * F),
+    # the answer (2-D only): 11 + 16 + 16 "trainable" 3x3 filters, no bias
+    ("concat", "AnswerConv2D", lambda k: k * (11 + 16 + 16)),
 ]
 
 
@@ -178,11 +191,16 @@ STATE = [  # reduction, variant, trainable parameters (kernels + bias)
                          ids=[f"{r}-{v}" for r, v, _ in STATE])
 def test_adam_state_is_two_float32_per_trainable_parameter(tiny_run, bench, reduction,
                                                            variant, params):
-    if variant == "AnswerConv2D" and bench.AnswerConv2D is None:
-        pytest.skip("channelconv.reference.AnswerConv2D is not available")
     _, result, _ = tiny_run
+    rank = rank_of(result)
+    if variant == "AnswerConv2D" and (bench.AnswerConv2D is None or rank != 2):
+        pytest.skip("channelconv.reference.AnswerConv2D is 2-D and optional")
+    name = variant if isinstance(variant, str) else names(rank)[reduction][variant]
+    params = params(K**rank)  # kernel elements per (channel, filter) kernel
     assert MASK.sum() == N_FROZEN
-    for r in records(result, reduction=reduction, variant=variant):
+    got = records(result, reduction=reduction, variant=name)
+    assert len(got) == 2  # train and infer
+    for r in got:
         assert r["n_frozen"] == N_FROZEN
         assert r["trainable_params"] == params
         assert r["optimizer_state_bytes"] == 2 * FLOAT32 * params
@@ -232,7 +250,7 @@ def test_per_channel_scaling_slope(bench, exponent):
 
 
 def test_cli_writes_the_quick_files(bench, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(bench, "QUICK", tiny_plan(bench, ("sum",), ("infer",)))
+    monkeypatch.setattr(bench, "quick_plan", lambda rank: tiny_plan(bench, ("sum",), ("infer",)))
     bench.main(["--quick", "--out", str(tmp_path)])
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "bench_conv_quick.json", "bench_conv_quick.md", "bench_conv_quick.png"]
@@ -335,3 +353,18 @@ def test_network_benchmark_writes_one_file_pair_per_setting(bench_networks, tmp_
         assert set(case["steps"][step]) == {"Keras", "converted", "stripped"}
         assert all(v["ms"] > 0 and v["ratio"] > 0 for v in case["steps"][step].values())
     assert "| tiny, 8x8 | 10% |" in (tmp_path / (stem + ".md")).read_text()
+
+
+# --- every script runs as a script ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "script", ["bench_conv.py", "bench_networks.py", "bench_routing.py", "bench_assembly.py"]
+)
+def test_script_runs_from_the_command_line(script):
+    """``python benchmarks/<script> --help``: its main is reached and parses."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run([sys.executable, str(SCRIPT.parent / script), "--help"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("usage: "), result.stdout[:500]

@@ -1,5 +1,12 @@
 """Bad input: each case raises ValueError/TypeError naming the argument,
-what was expected and what was received."""
+what was expected and what was received.
+
+Every table runs for every rank (ChannelConv1D, ChannelConv2D,
+ChannelConv3D): an error the 2-D layer raises, the 1-D and 3-D layers raise
+with the same kind and message. A row whose arguments or message depend on
+the rank gives them as functions of the rank; a row that only applies to
+some ranks (``padding="causal"``) names them.
+"""
 
 import re
 
@@ -7,12 +14,67 @@ import keras
 import numpy as np
 import pytest
 
-from channelconv.layers.channel_conv2d import ChannelConv2D
 from channelconv.mask import random_frozen_mask
+from harness import CONVS, LAYERS, layer_input
+
+RANKS = tuple(sorted(LAYERS))
+RANK_IDS = [f"{rank}d" for rank in RANKS]
+
+# The padding choices the messages list, by rank: as Keras's Conv1D, only
+# the 1-D layer has "causal".
+PADDING_CHOICES = {
+    1: r"\['causal', 'same', 'valid'\]",
+    2: r"\['same', 'valid'\]",
+    3: r"\['same', 'valid'\]",
+}
 
 
-def _case(case_id, kwargs, error, pattern):
-    return pytest.param(kwargs, error, pattern, id=case_id)
+def _case(case_id, kwargs, error, pattern, ranks=RANKS):
+    """A row of a table; ``kwargs`` and ``pattern`` may be functions of the rank."""
+    return case_id, kwargs, error, pattern, ranks
+
+
+def _grid(table):
+    """The rows of ``table`` for each rank they apply to, ids ``1d-...``."""
+    return [
+        pytest.param(
+            rank,
+            kwargs(rank) if callable(kwargs) else kwargs,
+            error,
+            pattern(rank) if callable(pattern) else pattern,
+            id=f"{rank}d-{case_id}",
+        )
+        for rank in RANKS
+        for case_id, kwargs, error, pattern, ranks in table
+        if rank in ranks
+    ]
+
+
+def _shown(value):
+    """``value`` as the messages print it, as a regular expression."""
+    return re.escape(repr(value))
+
+
+def _ends_with(rank, last, fill):
+    """A tuple of ``rank`` entries: ``fill`` then ``last``."""
+    return (fill,) * (rank - 1) + (last,)
+
+
+def _tuple_expected(name, rank):
+    """The expectation the messages state for ``name`` at ``rank``."""
+    return rf"`{name}` must be an integer or a tuple of {rank} integers\. "
+
+
+def _wrong_length(name, value, delta):
+    """A row giving ``name`` ``rank + delta`` entries of ``value``."""
+    return _case(
+        f"{name}-{'too-long' if delta > 0 else 'too-short'}",
+        lambda rank: {name: (value,) * (rank + delta)},
+        ValueError,
+        lambda rank: _tuple_expected(name, rank)
+        + rf"Received: {name}={_shown((value,) * (rank + delta))} "
+        rf"with {rank + delta} entries",
+    )
 
 
 CONSTRUCTION = [
@@ -52,44 +114,42 @@ CONSTRUCTION = [
         "kernel_size-float",
         dict(kernel_size=3.0),
         TypeError,
-        r"`kernel_size` must be an integer or a tuple of 2 integers\. "
-        r"Received: kernel_size=3\.0 of type float",
-    ),
-    _case(
-        "kernel_size-wrong-length",
-        dict(kernel_size=(3, 3, 3)),
-        ValueError,
-        r"`kernel_size` must be an integer or a tuple of 2 integers\. "
-        r"Received: kernel_size=\(3, 3, 3\) with 3 entries",
+        lambda rank: _tuple_expected("kernel_size", rank)
+        + r"Received: kernel_size=3\.0 of type float",
     ),
     _case(
         "kernel_size-str-entry",
-        dict(kernel_size=(3, "3")),
+        lambda rank: dict(kernel_size=_ends_with(rank, "3", 3)),
         TypeError,
-        r"`kernel_size` must be an integer or a tuple of 2 integers\. "
-        r"Received: kernel_size=\(3, '3'\)",
+        lambda rank: _tuple_expected("kernel_size", rank)
+        + rf"Received: kernel_size={_shown(_ends_with(rank, '3', 3))}",
     ),
     _case(
         "strides-float",
         dict(strides=1.5),
         TypeError,
-        r"`strides` must be an integer or a tuple of 2 integers\. "
-        r"Received: strides=1\.5",
+        lambda rank: _tuple_expected("strides", rank) + r"Received: strides=1\.5",
     ),
     _case(
         "strides-str",
         dict(strides="2"),
         TypeError,
-        r"`strides` must be an integer or a tuple of 2 integers\. "
-        r"Received: strides='2'",
+        lambda rank: _tuple_expected("strides", rank) + r"Received: strides='2'",
     ),
     _case(
         "dilation_rate-float-entry",
-        dict(dilation_rate=(1, 2.0)),
+        lambda rank: dict(dilation_rate=_ends_with(rank, 2.0, 1)),
         TypeError,
-        r"`dilation_rate` must be an integer or a tuple of 2 integers\. "
-        r"Received: dilation_rate=\(1, 2\.0\)",
+        lambda rank: _tuple_expected("dilation_rate", rank)
+        + rf"Received: dilation_rate={_shown(_ends_with(rank, 2.0, 1))}",
     ),
+    # kernel_size, strides, dilation_rate: as many entries as the rank
+    _wrong_length("kernel_size", 3, +1),
+    _wrong_length("kernel_size", 3, -1),
+    _wrong_length("strides", 1, +1),
+    _wrong_length("strides", 1, -1),
+    _wrong_length("dilation_rate", 1, +1),
+    _wrong_length("dilation_rate", 1, -1),
     # kernel_size, strides, dilation_rate: value
     _case(
         "kernel_size-zero",
@@ -99,10 +159,10 @@ CONSTRUCTION = [
     ),
     _case(
         "kernel_size-negative-entry",
-        dict(kernel_size=(3, -1)),
+        lambda rank: dict(kernel_size=_ends_with(rank, -1, 3)),
         ValueError,
-        r"`kernel_size` must contain only positive integers\. "
-        r"Received: kernel_size=\(3, -1\)",
+        lambda rank: r"`kernel_size` must contain only positive integers\. "
+        rf"Received: kernel_size={_shown(_ends_with(rank, -1, 3))}",
     ),
     _case(
         "strides-zero",
@@ -112,17 +172,38 @@ CONSTRUCTION = [
     ),
     _case(
         "dilation_rate-zero-entry",
-        dict(dilation_rate=(1, 0)),
+        lambda rank: dict(dilation_rate=_ends_with(rank, 0, 1)),
         ValueError,
-        r"`dilation_rate` must contain only positive integers\. "
-        r"Received: dilation_rate=\(1, 0\)",
+        lambda rank: r"`dilation_rate` must contain only positive integers\. "
+        rf"Received: dilation_rate={_shown(_ends_with(rank, 0, 1))}",
     ),
     _case(
         "strides-and-dilation",
-        dict(strides=(1, 2), dilation_rate=(2, 1)),
+        lambda rank: dict(
+            strides=_ends_with(rank, 2, 1), dilation_rate=(2,) + (1,) * (rank - 1)
+        ),
+        ValueError,
+        lambda rank: r"`strides > 1` is not supported together with "
+        r"`dilation_rate > 1`\. "
+        rf"Received: strides={_shown(_ends_with(rank, 2, 1))} and "
+        rf"dilation_rate={_shown((2,) + (1,) * (rank - 1))}",
+    ),
+    _case(
+        "strides-and-dilation-ints",
+        dict(strides=2, dilation_rate=3),
+        ValueError,
+        lambda rank: r"`strides > 1` is not supported together with "
+        rf"`dilation_rate > 1`\. Received: strides={_shown((2,) * rank)} and "
+        rf"dilation_rate={_shown((3,) * rank)}",
+    ),
+    # Causal padding looks back only, but the rule is the same (Conv1D's too).
+    _case(
+        "causal-strides-and-dilation",
+        dict(padding="causal", strides=2, dilation_rate=2),
         ValueError,
         r"`strides > 1` is not supported together with `dilation_rate > 1`\. "
-        r"Received: strides=\(1, 2\) and dilation_rate=\(2, 1\)",
+        r"Received: strides=\(2,\) and dilation_rate=\(2,\)",
+        ranks=(1,),
     ),
     # choices
     _case(
@@ -140,22 +221,38 @@ CONSTRUCTION = [
     ),
     _case(
         "padding-unknown",
+        dict(padding="full"),
+        ValueError,
+        lambda rank: rf"`padding` must be one of {PADDING_CHOICES[rank]}\. "
+        r"Received: padding='full'",
+    ),
+    # Only 1-D convolutions have causal padding, as in Keras.
+    _case(
+        "padding-causal",
         dict(padding="causal"),
         ValueError,
         r"`padding` must be one of \['same', 'valid'\]\. Received: padding='causal'",
+        ranks=(2, 3),
+    ),
+    _case(
+        "padding-causal-mixed-case",
+        dict(padding="Causal"),
+        ValueError,
+        r"`padding` must be one of \['same', 'valid'\]\. Received: padding='Causal'",
+        ranks=(2, 3),
     ),
     _case(
         "padding-not-str",
         dict(padding=1),
         TypeError,
-        r"`padding` must be one of \['same', 'valid'\]\. "
+        lambda rank: rf"`padding` must be one of {PADDING_CHOICES[rank]}\. "
         r"Received: padding=1 of type int",
     ),
     _case(
         "padding-bytes",
         dict(padding=b"same"),
         TypeError,
-        r"`padding` must be one of \['same', 'valid'\]\. "
+        lambda rank: rf"`padding` must be one of {PADDING_CHOICES[rank]}\. "
         r"Received: padding=b'same' of type bytes",
     ),
     _case(
@@ -490,11 +587,55 @@ CONSTRUCTION = [
 ]
 
 
-@pytest.mark.parametrize("kwargs, error, pattern", CONSTRUCTION)
-def test_bad_constructor_argument(kwargs, error, pattern):
+@pytest.mark.parametrize("rank, kwargs, error, pattern", _grid(CONSTRUCTION))
+def test_bad_constructor_argument(rank, kwargs, error, pattern):
     kwargs = dict(dict(filters=16, kernel_size=3), **kwargs)
     with pytest.raises(error, match=pattern):
-        ChannelConv2D(**kwargs)
+        LAYERS[rank](**kwargs)
+
+
+def _expects_refusal(rank, padding, strides, dilation_rate):
+    """Keras's rules: causal padding is 1-D only; no strides with dilation."""
+    return (padding == "causal" and rank != 1) or (strides > 1 and dilation_rate > 1)
+
+
+@pytest.mark.parametrize(
+    "padding, strides, dilation_rate",
+    [
+        pytest.param(padding, strides, dilation, id=f"{padding}-s{strides}-d{dilation}")
+        for padding, strides, dilation in [
+            ("causal", 1, 1),
+            ("causal", 2, 1),
+            ("causal", 1, 2),
+            ("causal", 2, 2),
+            ("same", 2, 2),
+            ("valid", 1, 3),
+        ]
+    ],
+)
+@pytest.mark.parametrize("rank", RANKS, ids=RANK_IDS)
+def test_padding_and_strides_rules_are_keras_rules(rank, padding, strides, dilation_rate):
+    """Refused exactly where the Keras convolution of the rank refuses it.
+
+    Where both accept, both give the same output shape.
+    """
+    kwargs = dict(padding=padding, strides=strides, dilation_rate=dilation_rate)
+    refused = _expects_refusal(rank, padding, strides, dilation_rate)
+    input_shape = (2,) + (9,) * rank + (3,)
+    if refused:
+        with pytest.raises(ValueError):
+            CONVS[rank](4, 3, **kwargs)
+        with pytest.raises(ValueError, match=r"`(padding|strides > 1)`"):
+            LAYERS[rank](4, 3, **kwargs)
+        return
+    layer = LAYERS[rank](4, 3, **kwargs)
+    assert layer.padding == padding
+    keras_shape = CONVS[rank](4, 3, **kwargs).compute_output_shape(input_shape)
+    assert tuple(layer.compute_output_shape(input_shape)) == tuple(keras_shape)
+
+
+def _channels_last_input(rank, size=8, channels=3):
+    return np.zeros((1,) + (size,) * rank + (channels,), "float32")
 
 
 BUILD = [
@@ -521,96 +662,123 @@ BUILD = [
 ]
 
 
-@pytest.mark.parametrize("kwargs, error, pattern", BUILD)
-def test_bad_frozen_set_for_the_input(kwargs, error, pattern):
-    layer = ChannelConv2D(16, 3, **kwargs)
+@pytest.mark.parametrize("rank, kwargs, error, pattern", _grid(BUILD))
+def test_bad_frozen_set_for_the_input(rank, kwargs, error, pattern):
+    layer = LAYERS[rank](16, 3, **kwargs)
     # Constructed fine: the channel count is only known at build time.
-    x = np.zeros((1, 8, 8, 3) if layer.data_format == "channels_last" else (1, 8, 6, 6))
+    if layer.data_format == "channels_last":
+        x = layer_input(layer, (8,) * rank, channels=3, batch=1)
+    else:
+        x = layer_input(layer, (6,) * rank, channels=8, batch=1)
     with pytest.raises(error, match=pattern):
-        layer(x.astype("float32"))
+        layer(x)
     assert not layer.built
 
 
-def test_bad_frozen_mask_from_config():
-    layer = ChannelConv2D(4, 3, frozen=[(1, 2)])
-    layer.build((None, 6, 6, 2))
-    clone = ChannelConv2D.from_config(layer.get_config())
+@pytest.mark.parametrize("rank", RANKS, ids=RANK_IDS)
+def test_bad_frozen_mask_from_config(rank):
+    layer = LAYERS[rank](4, 3, frozen=[(1, 2)])
+    layer.build((None,) + (6,) * rank + (2,))
+    clone = LAYERS[rank].from_config(layer.get_config())
     with pytest.raises(
         ValueError,
         match=re.escape(
             "`frozen` is a mask of shape (2, 4), but the input has 3 channels"
         ),
     ):
-        clone.build((None, 6, 6, 3))
+        clone.build((None,) + (6,) * rank + (3,))
 
 
-def test_unknown_channel_dimension():
-    layer = ChannelConv2D(4, 3)
+@pytest.mark.parametrize("rank", RANKS, ids=RANK_IDS)
+def test_unknown_channel_dimension(rank):
+    layer = LAYERS[rank](4, 3)
+    shape = (None,) + (8,) * rank + (None,)
     with pytest.raises(
         ValueError,
         match=r"The channel dimension of the input must be known, but it is None "
-        r"\(data_format='channels_last'\)\. Received input_shape=\(None, 8, 8, None\)",
+        r"\(data_format='channels_last'\)\. Received input_shape=" + _shown(shape),
     ):
-        layer(keras.Input(shape=(8, 8, None)))
+        layer(keras.Input(shape=shape[1:]))
 
 
-@pytest.mark.parametrize(
-    "shape",
-    [pytest.param((2, 8, 3), id="rank3"), pytest.param((2, 4, 8, 8, 3), id="rank5")],
-)
-def test_wrong_input_rank(shape):
-    layer = ChannelConv2D(4, 3)
+# For each rank, an input one dimension short and one two dimensions over:
+# a batch of images is the second for ChannelConv1D, the first for ChannelConv3D.
+WRONG_INPUT_RANK = [
+    pytest.param(rank, shape, id=f"{rank}d-rank{len(shape)}")
+    for rank in RANKS
+    for shape in (
+        (2,) + (8,) * (rank - 1) + (3,),
+        (2,) + (4,) * (rank + 1) + (3,),
+    )
+]
+
+
+@pytest.mark.parametrize("rank, shape", WRONG_INPUT_RANK)
+def test_wrong_input_rank(rank, shape):
+    layer = LAYERS[rank](4, 3)
+    name = LAYERS[rank].__name__
+    spatial = "1 spatial dimension" if rank == 1 else f"{rank} spatial dimensions"
     with pytest.raises(
         ValueError,
-        match=r"ChannelConv2D expects inputs of rank 4 \(batch, 2 spatial dimensions, "
-        r"channels\)\. Received input_shape=" + re.escape(str(shape)),
+        match=rf"{name} expects inputs of rank {rank + 2} \(batch, {spatial}, "
+        r"channels\)\. Received input_shape=" + _shown(shape),
+    ):
+        layer(np.zeros(shape, "float32"))
+    assert not layer.built
+
+
+@pytest.mark.parametrize("rank", RANKS, ids=RANK_IDS)
+def test_second_call_with_different_channel_count(rank):
+    layer = LAYERS[rank](4, 3, frozen=[(2, 1)])
+    layer(_channels_last_input(rank, size=6, channels=3))
+    shape = (1,) + (6,) * rank + (4,)
+    with pytest.raises(
+        ValueError,
+        match=r"expected axis -1 of input shape to have value 3, but received input "
+        r"with shape " + _shown(shape),
     ):
         layer(np.zeros(shape, "float32"))
 
 
-def test_second_call_with_different_channel_count():
-    layer = ChannelConv2D(4, 3, frozen=[(2, 1)])
-    layer(np.zeros((1, 6, 6, 3), "float32"))
-    with pytest.raises(
-        ValueError,
-        match=r"expected axis -1 of input shape to have value 3, but received input "
-        r"with shape \(1, 6, 6, 4\)",
-    ):
-        layer(np.zeros((1, 6, 6, 4), "float32"))
-
-
-def test_input_too_small_for_the_kernel():
-    layer = ChannelConv2D(4, 3, dilation_rate=2)
+@pytest.mark.parametrize("rank", RANKS, ids=RANK_IDS)
+def test_input_too_small_for_the_kernel(rank):
+    layer = LAYERS[rank](4, 3, dilation_rate=2)
+    shape = (1, 3) + (8,) * (rank - 1) + (3,)
     with pytest.raises(
         ValueError,
         match=r"The input is too small for the kernel: an output dimension would be "
-        r"-1\. Received input_shape=\(1, 3, 8, 3\)",
+        r"-1\. Received input_shape=" + _shown(shape),
     ):
-        layer(np.zeros((1, 3, 8, 3), "float32"))
+        layer(np.zeros(shape, "float32"))
 
 
-def test_frozen_mask_and_kernel_before_build():
-    layer = ChannelConv2D(4, 3)
+@pytest.mark.parametrize("rank", RANKS, ids=RANK_IDS)
+def test_frozen_mask_and_kernel_before_build(rank):
+    layer = LAYERS[rank](4, 3)
     with pytest.raises(AttributeError, match="must be built before `frozen_mask`"):
         layer.frozen_mask
     with pytest.raises(AttributeError, match="must be built before `kernel`"):
         layer.kernel
 
 
-def test_assign_kernel_errors():
-    layer = ChannelConv2D(4, 3)
+@pytest.mark.parametrize("rank", RANKS, ids=RANK_IDS)
+def test_assign_kernel_errors(rank):
+    layer = LAYERS[rank](4, 3)
+    kernel_shape = (3,) * rank + (3, 4)
     with pytest.raises(
         ValueError, match="Build the layer before calling `assign_kernel`"
     ):
-        layer.assign_kernel(np.zeros((3, 3, 3, 4)))
-    layer.build((None, 6, 6, 3))
-    with pytest.raises(
-        ValueError,
-        match=re.escape(
-            "`kernel` must have shape (3, 3, 3, 4). Received: shape (3, 3, 4, 3)"
-        ),
-    ):
-        layer.assign_kernel(np.zeros((3, 3, 4, 3)))
+        layer.assign_kernel(np.zeros(kernel_shape))
+    layer.build((None,) + (6,) * rank + (3,))
+    # Channels and filters swapped, and the kernel of a layer one rank up.
+    for wrong in ((3,) * rank + (4, 3), (3,) * (rank + 1) + (3, 4)):
+        with pytest.raises(
+            ValueError,
+            match=re.escape(
+                f"`kernel` must have shape {kernel_shape}. Received: shape {wrong}"
+            ),
+        ):
+            layer.assign_kernel(np.zeros(wrong))
 
 
 RANDOM_MASK = [
@@ -706,3 +874,11 @@ def test_random_frozen_mask_bad_arguments(kwargs, error, pattern):
     kwargs = dict(dict(in_channels=3, filters=16, count=5, seed=0), **kwargs)
     with pytest.raises(error, match=pattern):
         random_frozen_mask(**kwargs)
+
+
+def test_the_base_layer_has_no_rank():
+    from channelconv.layers import BaseChannelConv
+
+    with pytest.raises(TypeError, match=r"BaseChannelConv has no rank: use ChannelConv1D.*"
+                                        r"Received: rank=None\."):
+        BaseChannelConv(4, 3)

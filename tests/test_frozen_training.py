@@ -1,13 +1,19 @@
 """Frozen kernels stay bit-exact through training; trainable ones train.
 
-Every frozen set holds some frozen kernels at zero and some at non-zero
-values (set with ``assign_kernel``), so weight decay or a regularizer that
-reached a frozen kernel would move it; equality is checked with
-``np.array_equal``. The table trains each optimizer on the scattered set
-(5 of 12 kernels) and, with Adam, the frozen sets that take the other paths
-of the kernel assembly (:data:`LAYOUTS`). In float32 each row also compares
-the trained layer with NumPy: the full kernel rebuilt here from the two
-variables and the mask, the output, and the gradient of the trainable
+Every test runs with the layer of each rank (``ChannelConv1D/2D/3D``,
+kernel 3, 3x3 or 3x3x3) unless it says otherwise. Every frozen set holds
+some frozen kernels at zero and some at non-zero values (set with
+``assign_kernel``), so weight decay or a regularizer that reached a frozen
+kernel would move it; equality is checked with ``np.array_equal``. The
+table trains each optimizer on the scattered set (5 of 12 kernels) and, with
+Adam, the frozen sets that take the other paths of the kernel assembly
+(:data:`LAYOUTS`), in 2-D; ranks 1 and 3 run a subset of the rows
+(:data:`EVERY_RANK`), for run time: whatever the rank, the frozen kernels
+are in no optimizer (checked for each rank by
+``test_adam_keeps_state_for_trainable_kernels_only``), so the other
+optimizers add nothing rank-specific. In float32 each row also
+compares the trained layer with NumPy: the full kernel rebuilt here from the
+two variables and the mask, the output, and the gradient of the trainable
 kernels.
 """
 
@@ -20,13 +26,20 @@ import pytest
 import tensorflow as tf
 
 from channelconv.assembly import KernelAssembly
-from channelconv.layers.channel_conv2d import ChannelConv2D
-from harness import numpy_conv, numpy_conv_gradients, to_numpy, weights_by_name
+from harness import (
+    CONVS,
+    LAYERS,
+    numpy_conv,
+    numpy_conv_gradients,
+    to_numpy,
+    weights_by_name,
+)
 
+RANKS = (1, 2, 3)
 IN_CHANNELS, FILTERS, KERNEL = 3, 4, 3
+SIZE, OUT_SIZE = 6, 4  # input and ("valid") output size along every spatial axis
 FROZEN = [(0, 0), (0, 3), (1, 1), (2, 0), (2, 2)]
 NONZERO_FROZEN = [(1, 1), (2, 2)]  # the other three stay at zero
-INPUT_SHAPE = (6, 6, IN_CHANNELS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,9 +59,9 @@ class Layout:
             mask[channel, filter_] = True
         return mask
 
-    @property
-    def input_shape(self):
-        return (6, 6, self.in_channels)
+    def input_shape(self, rank):
+        """The input shape without the batch, channels_last."""
+        return (SIZE,) * rank + (self.in_channels,)
 
 
 def _random_pairs(in_channels, filters, count, seed):
@@ -78,28 +91,23 @@ def _frozen_mask():
     return SCATTERED.mask
 
 
-def _full_kernel(seed=0, layout=SCATTERED):
+def _full_kernel(seed=0, layout=SCATTERED, rank=2):
     """A full kernel whose frozen kernels are 0, except ``layout.nonzero``."""
     rng = np.random.default_rng(seed)
-    shape = (KERNEL, KERNEL, layout.in_channels, layout.filters)
+    shape = (KERNEL,) * rank + (layout.in_channels, layout.filters)
     kernel = rng.normal(scale=0.3, size=shape)
     kernel[..., layout.mask] = 0.0
     for channel, filter_ in layout.nonzero:
-        kernel[:, :, channel, filter_] = rng.uniform(0.5, 1.5, size=(KERNEL, KERNEL))
+        kernel[..., channel, filter_] = rng.uniform(0.5, 1.5, size=shape[:-2])
     return kernel.astype("float32")
 
 
 @functools.lru_cache(maxsize=None)
-def _data(layout=SCATTERED):
+def _data(layout=SCATTERED, rank=2):
     rng = np.random.default_rng(1)
-    x = rng.normal(size=(8,) + layout.input_shape).astype("float32")
-    y = rng.normal(size=(8, 4, 4, layout.filters)).astype("float32")
-    return x, y
-
-
-@pytest.fixture(scope="module")
-def data():
-    return _data()
+    x = rng.normal(size=(8,) + layout.input_shape(rank)).astype("float32")
+    y = rng.normal(size=(8,) + (OUT_SIZE,) * rank + (layout.filters,))
+    return x, y.astype("float32")
 
 
 @pytest.fixture
@@ -110,14 +118,14 @@ def dtype_policy():
     keras.config.set_dtype_policy(previous)
 
 
-def _model(seed=0, layout=SCATTERED, **layer_kwargs):
-    inputs = keras.Input(shape=layout.input_shape)
-    layer = ChannelConv2D(
+def _model(seed=0, layout=SCATTERED, rank=2, **layer_kwargs):
+    inputs = keras.Input(shape=layout.input_shape(rank))
+    layer = LAYERS[rank](
         layout.filters, KERNEL, frozen=list(layout.frozen), **layer_kwargs
     )
     outputs = keras.layers.Activation("linear", dtype="float32")(layer(inputs))
     model = keras.Model(inputs, outputs)
-    layer.assign_kernel(_full_kernel(seed, layout))
+    layer.assign_kernel(_full_kernel(seed, layout, rank))
     return model, layer
 
 
@@ -125,15 +133,16 @@ def _assert_frozen_exact(layer, kernel, layout=SCATTERED):
     """Frozen kernels equal ``kernel`` there, bit for bit, in both views."""
     mask = layout.mask
     effective = to_numpy(layer.kernel)
+    assert effective.shape == kernel.shape
     assert np.array_equal(effective[..., mask], kernel[..., mask])
     for channel, filter_ in layout.frozen:
         if (channel, filter_) in layout.nonzero:
-            assert np.all(effective[:, :, channel, filter_] != 0.0)
+            assert np.all(effective[..., channel, filter_] != 0.0)
         else:
-            zeros = np.zeros((KERNEL, KERNEL), "float32")
-            assert np.array_equal(effective[:, :, channel, filter_], zeros)
+            zeros = np.zeros(kernel.shape[:-2], "float32")
+            assert np.array_equal(effective[..., channel, filter_], zeros)
     stored = to_numpy(layer.frozen_kernels)
-    flat = kernel.reshape(KERNEL, KERNEL, -1)[..., mask.reshape(-1)]
+    flat = kernel.reshape(kernel.shape[:-2] + (-1,))[..., mask.reshape(-1)]
     assert np.array_equal(stored, flat)
 
 
@@ -141,7 +150,8 @@ def _assert_trained(layer, kernel, layout=SCATTERED):
     mask = layout.mask
     effective = to_numpy(layer.kernel)
     assert np.all(np.isfinite(effective))
-    changed = np.any(effective[..., ~mask] != kernel[..., ~mask], axis=(0, 1))
+    spatial_axes = tuple(range(kernel.ndim - 2))
+    changed = np.any(effective[..., ~mask] != kernel[..., ~mask], axis=spatial_axes)
     assert changed.all(), "every trainable kernel should have moved"
 
 
@@ -153,14 +163,16 @@ def _assert_matches_numpy(layer, layout, x):
     in increasing number order), independently of ``channelconv.ops``.
     """
     frozen = layout.mask.reshape(-1)
-    flat = np.empty((KERNEL, KERNEL, frozen.size), "float32")
+    spatial = (KERNEL,) * layer.rank
+    flat = np.empty(spatial + (frozen.size,), "float32")
     flat[..., ~frozen] = to_numpy(layer.trainable_kernels)
     flat[..., frozen] = to_numpy(layer.frozen_kernels)
-    full = flat.reshape(KERNEL, KERNEL, layout.in_channels, layout.filters)
+    full = flat.reshape(spatial + (layout.in_channels, layout.filters))
     assert np.array_equal(to_numpy(layer.kernel), full)
 
     bias = to_numpy(layer.bias) if layer.use_bias else None
-    upstream = np.random.default_rng(2).normal(size=(x.shape[0], 4, 4, layout.filters))
+    out_shape = (x.shape[0],) + (OUT_SIZE,) * layer.rank + (layout.filters,)
+    upstream = np.random.default_rng(2).normal(size=out_shape)
     with tf.GradientTape() as tape:
         y = layer(x)
         loss = tf.reduce_sum(y * upstream.astype("float32"))
@@ -169,14 +181,16 @@ def _assert_matches_numpy(layer, layout, x):
         to_numpy(y), numpy_conv(x, full, bias=bias), rtol=1e-4, atol=1e-4
     )
     _, d_kernel, _ = numpy_conv_gradients(x, full, upstream)
-    expected = d_kernel.reshape(KERNEL, KERNEL, -1)[..., ~frozen]
+    expected = d_kernel.reshape(spatial + (-1,))[..., ~frozen]
     np.testing.assert_allclose(d_trainable, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_layouts_take_the_assembly_paths_they_name():
+@pytest.mark.parametrize("rank", RANKS)
+def test_layouts_take_the_assembly_paths_they_name(rank):
     """Guards the table: each frozen set still reaches its path of the assembly."""
+    kernel_size = (KERNEL,) * rank
     paths = {
-        name: "concat" if KernelAssembly(layout.mask, (KERNEL, KERNEL)).index is None
+        name: "concat" if KernelAssembly(layout.mask, kernel_size).index is None
         else "gather"
         for name, layout in LAYOUTS.items()
     }
@@ -202,7 +216,7 @@ def _adam():
     return keras.optimizers.Adam(0.01)
 
 
-CASES = [
+ROWS = [
     _case("sgd-momentum", lambda: keras.optimizers.SGD(0.05, momentum=0.9)),
     _case(
         "sgd-nesterov",
@@ -260,24 +274,44 @@ CASES = [
         layer_kwargs=dict(use_bias=False),
     ),
 ]
+# The rows that also run in 1-D and 3-D, the others in 2-D only (see the
+# module docstring): SGD with momentum and Adam, decoupled weight decay and
+# a regularizer of the full kernel (either would move a frozen kernel it
+# reached), XLA, and the identity-index and all-frozen kernel assemblies.
+EVERY_RANK = (
+    "sgd-momentum",
+    "adam",
+    "adamw-weight_decay",
+    "l2-kernel_regularizer",
+    "jit_compile",
+    "adam-frozen_last-identity_index",
+    "adam-all_frozen",
+)
+assert set(EVERY_RANK) <= {row.id for row in ROWS}, "EVERY_RANK names a missing row"
+CASES = [
+    pytest.param(rank, *row.values, id=f"{rank}d-{row.id}")
+    for row in ROWS
+    for rank in (RANKS if row.id in EVERY_RANK else (2,))
+]
 
 
 @pytest.mark.parametrize(
-    "make_optimizer, layout, layer_kwargs, compile_kwargs, policy", CASES
+    "rank, make_optimizer, layout, layer_kwargs, compile_kwargs, policy", CASES
 )
 def test_frozen_kernels_exact_after_fit(
-    dtype_policy, make_optimizer, layout, layer_kwargs, compile_kwargs, policy
+    dtype_policy, rank, make_optimizer, layout, layer_kwargs, compile_kwargs, policy
 ):
     if policy is not None:
         dtype_policy(policy)
-    model, layer = _model(layout=layout, **layer_kwargs)
+    model, layer = _model(layout=layout, rank=rank, **layer_kwargs)
+    assert layer.rank == rank
     if policy is not None:
         assert layer.compute_dtype != "float32"
-    kernel = _full_kernel(layout=layout)
+    kernel = _full_kernel(layout=layout, rank=rank)
     _assert_frozen_exact(layer, kernel, layout)
     before = weights_by_name(layer)
     model.compile(make_optimizer(), "mse", **compile_kwargs)
-    x, y = _data(layout)
+    x, y = _data(layout, rank)
     model.fit(x, y, batch_size=4, epochs=2, verbose=0)
     _assert_frozen_exact(layer, kernel, layout)
     _assert_trained(layer, kernel, layout)
@@ -288,16 +322,17 @@ def test_frozen_kernels_exact_after_fit(
         _assert_matches_numpy(layer, layout, x)
 
 
-def test_use_ema_finalizes_trainable_only():
+@pytest.mark.parametrize("rank", RANKS)
+def test_use_ema_finalizes_trainable_only(rank):
     """At the end of fit, Keras assigns each trainable variable its average.
 
     ``finalize_variable_values`` overwrites ``model.trainable_weights`` with
     the optimizer's moving averages; the frozen kernels are not among them
     and have no average, so they keep their values (bit-exact).
     """
-    model, layer = _model()
+    model, layer = _model(rank=rank)
     model.compile(keras.optimizers.Adam(0.01, use_ema=True, ema_momentum=0.5), "mse")
-    model.fit(*_data(), batch_size=4, epochs=2, verbose=0)
+    model.fit(*_data(rank=rank), batch_size=4, epochs=2, verbose=0)
     averages = {
         v.name: to_numpy(v)
         for v in model.optimizer.variables
@@ -309,32 +344,36 @@ def test_use_ema_finalizes_trainable_only():
     for name in ("trainable_kernels", "bias"):
         average = averages[f"{layer.name}_{name}_average"]
         assert np.array_equal(to_numpy(getattr(layer, name)), average), name
-    _assert_frozen_exact(layer, _full_kernel())
-    _assert_trained(layer, _full_kernel())
+    _assert_frozen_exact(layer, _full_kernel(rank=rank))
+    _assert_trained(layer, _full_kernel(rank=rank))
 
 
-def test_frozen_kernels_exact_after_set_weights_and_fit(data):
-    model, layer = _model(seed=0)
-    other, _ = _model(seed=1)
+@pytest.mark.parametrize("rank", RANKS)
+def test_frozen_kernels_exact_after_set_weights_and_fit(rank):
+    model, layer = _model(seed=0, rank=rank)
+    other, _ = _model(seed=1, rank=rank)
     model.set_weights(other.get_weights())
-    new_kernel = _full_kernel(seed=1)
+    new_kernel = _full_kernel(seed=1, rank=rank)
     _assert_frozen_exact(layer, new_kernel)
-    assert not np.array_equal(new_kernel, _full_kernel(seed=0))
+    assert not np.array_equal(new_kernel, _full_kernel(seed=0, rank=rank))
     model.compile(keras.optimizers.Adam(0.01), "mse")
-    model.fit(*data, batch_size=4, epochs=1, verbose=0)
+    model.fit(*_data(rank=rank), batch_size=4, epochs=1, verbose=0)
     _assert_frozen_exact(layer, new_kernel)
     _assert_trained(layer, new_kernel)
 
 
-def test_frozen_kernels_exact_after_load_and_fit(data, tmp_path):
-    model, _ = _model()
+@pytest.mark.parametrize("rank", RANKS)
+def test_frozen_kernels_exact_after_load_and_fit(rank, tmp_path):
+    model, _ = _model(rank=rank)
+    data = _data(rank=rank)
     model.compile(keras.optimizers.Adam(0.01), "mse")
     model.fit(*data, batch_size=4, epochs=1, verbose=0)
     path = str(tmp_path / "trained.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
     layer = loaded.layers[1]
-    kernel = _full_kernel()
+    assert type(layer) is LAYERS[rank]
+    kernel = _full_kernel(rank=rank)
     _assert_frozen_exact(layer, kernel)
     before = to_numpy(layer.kernel)
     loaded.fit(*data, batch_size=4, epochs=1, verbose=0)
@@ -342,27 +381,53 @@ def test_frozen_kernels_exact_after_load_and_fit(data, tmp_path):
     _assert_trained(layer, before)
 
 
-def test_adam_keeps_state_for_trainable_kernels_only(data):
-    model, layer = _model()
+@pytest.mark.parametrize("rank", RANKS)
+def test_adam_keeps_state_for_trainable_kernels_only(rank):
+    model, layer = _model(rank=rank)
     model.compile(keras.optimizers.Adam(0.01), "mse")
-    model.fit(*data, batch_size=8, epochs=1, verbose=0)
+    model.fit(*_data(rank=rank), batch_size=8, epochs=1, verbose=0)
     n_trainable = IN_CHANNELS * FILTERS - len(FROZEN)
     slots = [v for v in model.optimizer.variables if len(v.shape) > 0]
     assert sum(int(np.prod(v.shape)) for v in slots) == 2 * (
-        KERNEL * KERNEL * n_trainable + FILTERS
+        KERNEL**rank * n_trainable + FILTERS
     )
     assert sorted(tuple(v.shape) for v in slots) == sorted(
-        2 * [(KERNEL, KERNEL, n_trainable), (FILTERS,)]
+        2 * [(KERNEL,) * rank + (n_trainable,), (FILTERS,)]
     )
     assert not [v for v in model.optimizer.variables if "frozen" in v.path]
 
 
-def test_gradient_reaches_trainable_kernels_only(data):
-    """Gradients equal Conv2D's kernel gradient at the trainable kernels."""
-    x, _ = data
-    _, layer = _model()
-    conv = keras.layers.Conv2D(FILTERS, KERNEL)
-    conv.build((None,) + INPUT_SHAPE)
+def _size(weights):
+    return sum(int(np.prod(w.shape)) for w in weights)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "concat"])
+@pytest.mark.parametrize("rank", RANKS)
+def test_parameter_counts(rank, reduction):
+    """As many parameters as Keras's convolution; the frozen ones are not trainable.
+
+    Keras's ``ConvND`` of the same rank, grouped per input channel for
+    ``concat`` (the same parameters as a depthwise layer), counts them.
+    """
+    model, layer = _model(rank=rank, reduction=reduction)
+    if reduction == "sum":
+        conv = CONVS[rank](FILTERS, KERNEL)
+    else:
+        conv = CONVS[rank](IN_CHANNELS * FILTERS, KERNEL, groups=IN_CHANNELS)
+    conv.build((None,) + SCATTERED.input_shape(rank))
+    n_frozen = len(FROZEN) * KERNEL**rank
+    assert layer.count_params() == model.count_params() == conv.count_params()
+    assert _size(layer.non_trainable_weights) == n_frozen
+    assert _size(model.trainable_weights) == conv.count_params() - n_frozen
+
+
+@pytest.mark.parametrize("rank", RANKS)
+def test_gradient_reaches_trainable_kernels_only(rank):
+    """Gradients equal ConvND's kernel gradient at the trainable kernels."""
+    x, _ = _data(rank=rank)
+    _, layer = _model(rank=rank)
+    conv = CONVS[rank](FILTERS, KERNEL)
+    conv.build((None,) + SCATTERED.input_shape(rank))
     conv.set_weights([to_numpy(layer.kernel), to_numpy(layer.bias)])
     with tf.GradientTape(persistent=True) as tape:
         loss = tf.reduce_sum(tf.sin(layer(x)))
@@ -371,7 +436,7 @@ def test_gradient_reaches_trainable_kernels_only(data):
     assert [w.name for w in layer.trainable_weights] == ["trainable_kernels", "bias"]
     reference = to_numpy(tape.gradient(reference_loss, conv.kernel))
     mask = _frozen_mask()
-    expected = reference.reshape(KERNEL, KERNEL, -1)[..., ~mask.reshape(-1)]
+    expected = reference.reshape(reference.shape[:-2] + (-1,))[..., ~mask.reshape(-1)]
     np.testing.assert_allclose(to_numpy(grads[0]), expected, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(
         to_numpy(grads[1]),
@@ -381,9 +446,10 @@ def test_gradient_reaches_trainable_kernels_only(data):
     )
 
 
-def test_kernel_regularizer_sees_trainable_kernels_only():
-    _, layer = _model(kernel_regularizer=keras.regularizers.L2(0.1))
-    kernel = _full_kernel()
+@pytest.mark.parametrize("rank", RANKS)
+def test_kernel_regularizer_sees_trainable_kernels_only(rank):
+    _, layer = _model(rank=rank, kernel_regularizer=keras.regularizers.L2(0.1))
+    kernel = _full_kernel(rank=rank)
     trainable_part = kernel[..., ~_frozen_mask()]
     expected = 0.1 * np.sum(trainable_part.astype(np.float64) ** 2)
     assert len(layer.losses) == 1
@@ -393,31 +459,47 @@ def test_kernel_regularizer_sees_trainable_kernels_only():
 
 
 def _maxnorm_by_hand(full, max_value):
-    norms = np.sqrt(np.sum(np.square(full), axis=(0, 1, 2), keepdims=True))
+    """MaxNorm of each filter: the norm over every axis but the last."""
+    axes = tuple(range(full.ndim - 1))
+    norms = np.sqrt(np.sum(np.square(full), axis=axes, keepdims=True))
     desired = np.clip(norms, 0, max_value)
     return full * (desired / (keras.config.epsilon() + norms))
 
 
+# (constraint of a rank, the same by hand on a full kernel)
 CONSTRAINTS = [
-    pytest.param(keras.constraints.NonNeg(), lambda k: np.maximum(k, 0.0), id="nonneg"),
     pytest.param(
-        keras.constraints.MaxNorm(max_value=0.5, axis=[0, 1, 2]),
+        lambda rank: keras.constraints.NonNeg(),
+        lambda k: np.maximum(k, 0.0),
+        id="nonneg",
+    ),
+    pytest.param(
+        lambda rank: keras.constraints.MaxNorm(0.5, axis=list(range(rank + 1))),
         lambda k: _maxnorm_by_hand(k, 0.5),
-        id="maxnorm-axis012",
+        id="maxnorm-per_filter",
     ),
 ]
 
 
-@pytest.mark.parametrize("constraint, by_hand", CONSTRAINTS)
-def test_kernel_constraint_acts_on_trainable_kernels_only(constraint, by_hand):
+def _negative_frozen_kernel(rank):
+    """:func:`_full_kernel` with one non-zero frozen kernel negative."""
+    kernel = _full_kernel(rank=rank)
+    kernel[..., NONZERO_FROZEN[0][0], NONZERO_FROZEN[0][1]] *= -1.0
+    return kernel
+
+
+@pytest.mark.parametrize("rank", RANKS)
+@pytest.mark.parametrize("make_constraint, by_hand", CONSTRAINTS)
+def test_kernel_constraint_acts_on_trainable_kernels_only(
+    make_constraint, by_hand, rank
+):
     """The optimizer's constraint step equals the constraint applied by hand.
 
     By hand: to the full kernel with zeros in the frozen places, keeping the
     trainable places. Zero gradients isolate the constraint from the update.
     """
-    _, layer = _model(kernel_constraint=constraint)
-    kernel = _full_kernel()
-    kernel[..., NONZERO_FROZEN[0][0], NONZERO_FROZEN[0][1]] *= -1.0  # negative frozen
+    _, layer = _model(rank=rank, kernel_constraint=make_constraint(rank))
+    kernel = _negative_frozen_kernel(rank)
     layer.assign_kernel(kernel)
     mask = _frozen_mask()
     zeroed = np.where(mask, 0.0, kernel).astype("float32")
@@ -433,14 +515,16 @@ def test_kernel_constraint_acts_on_trainable_kernels_only(constraint, by_hand):
     assert np.array_equal(effective[..., mask], kernel[..., mask])
 
 
-@pytest.mark.parametrize("constraint, by_hand", CONSTRAINTS)
-def test_kernel_constraint_in_fit_leaves_frozen_kernels(data, constraint, by_hand):
-    model, layer = _model(kernel_constraint=constraint)
-    kernel = _full_kernel()
-    kernel[..., NONZERO_FROZEN[0][0], NONZERO_FROZEN[0][1]] *= -1.0
+@pytest.mark.parametrize("rank", RANKS)
+@pytest.mark.parametrize("make_constraint, by_hand", CONSTRAINTS)
+def test_kernel_constraint_in_fit_leaves_frozen_kernels(
+    make_constraint, by_hand, rank
+):
+    model, layer = _model(rank=rank, kernel_constraint=make_constraint(rank))
+    kernel = _negative_frozen_kernel(rank)
     layer.assign_kernel(kernel)
     model.compile(keras.optimizers.SGD(0.05), "mse")
-    model.fit(*data, batch_size=4, epochs=1, verbose=0)
+    model.fit(*_data(rank=rank), batch_size=4, epochs=1, verbose=0)
     _assert_frozen_exact(layer, kernel)
     mask = _frozen_mask()
     trained = np.where(mask, 0.0, to_numpy(layer.kernel)).astype("float32")
@@ -449,8 +533,9 @@ def test_kernel_constraint_in_fit_leaves_frozen_kernels(data, constraint, by_han
     _assert_trained(layer, kernel)
 
 
-def test_trainable_toggle_does_not_unfreeze(data):
-    model, layer = _model()
+@pytest.mark.parametrize("rank", RANKS)
+def test_trainable_toggle_does_not_unfreeze(rank):
+    model, layer = _model(rank=rank)
     layer.trainable = False
     assert model.trainable_weights == []
     layer.trainable = True
@@ -458,19 +543,20 @@ def test_trainable_toggle_does_not_unfreeze(data):
     assert [w.name for w in layer.non_trainable_weights] == ["frozen_kernels"]
     assert not layer.frozen_kernels.trainable
     model.compile(keras.optimizers.SGD(0.05), "mse")
-    model.fit(*data, batch_size=4, epochs=1, verbose=0)
-    kernel = _full_kernel()
+    model.fit(*_data(rank=rank), batch_size=4, epochs=1, verbose=0)
+    kernel = _full_kernel(rank=rank)
     _assert_frozen_exact(layer, kernel)
     _assert_trained(layer, kernel)
 
 
+@pytest.mark.parametrize("rank", RANKS)
 @pytest.mark.filterwarnings("ignore:The model does not have any trainable weights")
-def test_frozen_layer_does_not_train(data):
+def test_frozen_layer_does_not_train(rank):
     """``trainable=False`` freezes everything, the usual Keras meaning."""
-    model, layer = _model()
+    model, layer = _model(rank=rank)
     layer.trainable = False
     before = weights_by_name(layer)
     model.compile(keras.optimizers.SGD(0.05), "mse")
-    model.fit(*data, batch_size=4, epochs=1, verbose=0)
+    model.fit(*_data(rank=rank), batch_size=4, epochs=1, verbose=0)
     for name, value in weights_by_name(layer).items():
         assert np.array_equal(value, before[name]), name

@@ -1,32 +1,45 @@
-"""Gradients of ChannelConv2D against independent references.
+"""Gradients of ChannelConv1D/2D/3D against independent references.
 
-For every reduction x implementation x data format, with strides (equal and
-unequal), dilation, ``same``/``valid`` padding and with or without bias, the
-gradient of ``loss = sum(layer(x) * g)`` (``g`` random) w.r.t. the input,
-``trainable_kernels``, ``frozen_kernels`` (watched explicitly: it is not a
-trainable weight) and ``bias`` is compared, eagerly, in ``tf.function`` and
-under XLA, with:
+For every rank (1, 2, 3) x reduction x implementation x data format, with
+the options of each rank (strides, equal and unequal, dilation,
+``same``/``valid`` padding, 1-D ``causal`` padding, with or without bias),
+the gradient of ``loss = sum(layer(x) * g)`` (``g`` random) w.r.t. the
+input, ``trainable_kernels``, ``frozen_kernels`` (watched explicitly: it is
+not a trainable weight) and ``bias`` is compared, eagerly, in
+``tf.function`` and under XLA, with:
 
 - :func:`harness.numpy_conv_gradients`: float64 direct loops, the adjoint of
   :func:`harness.numpy_conv`; the full-kernel gradient is split into the
   trainable and frozen parts here, from the frozen mask.
-- Keras's own ``Conv2D`` (sum) / ``DepthwiseConv2D`` (concat), run in
-  ``channels_last`` on transposed tensors, which works on every CPU, except
-  ``concat`` with unequal strides: Keras's ``DepthwiseConv2D`` cannot run it
-  without oneDNN, so there NumPy alone is the reference, whatever the CPU.
+- Keras's convolution of the layer's rank, chosen by
+  :func:`harness.keras_reference` (``Conv1D/2D/3D`` for sum;
+  ``DepthwiseConv1D/2D`` for concat, or a grouped ``Conv1D/3D`` where Keras
+  has no depthwise layer: 3-D and 1-D ``causal``), run in ``channels_last``
+  on transposed tensors, which works on every CPU, except 2-D ``concat``
+  with unequal strides without oneDNN: Keras's ``DepthwiseConv2D`` cannot
+  run it there, so NumPy alone is the reference.
 
-The first two tests check the NumPy reference itself: it is the adjoint of
-``numpy_conv`` (``<d_input, v> = sum(numpy_conv(v) * g)`` for any ``v``, the
-convolution being linear) and agrees with Keras wherever Keras runs.
+The first two tests check the NumPy reference itself, for every rank: it is
+the adjoint of ``numpy_conv`` (``<d_input, v> = sum(numpy_conv(v) * g)``
+for any ``v``, the convolution being linear) and agrees with Keras wherever
+Keras runs.
 """
 
-import keras
+import functools
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from channelconv.layers.channel_conv2d import ChannelConv2D
-from harness import numpy_conv, numpy_conv_gradients, to_numpy
+from harness import (
+    LAYERS,
+    SPATIAL,
+    keras_reference,
+    numpy_conv,
+    numpy_conv_gradients,
+    onednn_enabled,
+    to_numpy,
+)
 
 pytestmark = pytest.mark.numerics
 
@@ -35,38 +48,83 @@ IN_CHANNELS, FILTERS = 3, 4
 FROZEN = [(0, 1), (1, 3), (2, 0), (2, 2)]
 ATOL = RTOL = 1e-4
 
-OPTIONS = [
-    ("k3-valid", dict(kernel_size=(3, 3))),
-    (
-        "k2x3-stride2x1-same",
-        dict(kernel_size=(2, 3), strides=(2, 1), padding="same"),
-    ),
-    (
-        "k3-dil2-same-nobias",
-        dict(kernel_size=(3, 3), dilation_rate=(2, 2), padding="same", use_bias=False),
-    ),
-    ("k3x2-stride2-valid", dict(kernel_size=(3, 2), strides=(2, 2))),
-    (
-        "k2-stride1x2-valid-nobias",
-        dict(kernel_size=(2, 2), strides=(1, 2), use_bias=False),
-    ),
+# The options of each rank; each row runs with every reduction,
+# implementation and data format (SPATIAL gives the input sizes).
+OPTIONS = {
+    1: [
+        ("k3-valid", dict(kernel_size=(3,))),
+        (
+            "k3-causal-dil2",
+            dict(kernel_size=(3,), padding="causal", dilation_rate=(2,)),
+        ),
+        (
+            "k2-causal-stride2-nobias",
+            dict(kernel_size=(2,), padding="causal", strides=(2,), use_bias=False),
+        ),
+        ("k3-stride2-same", dict(kernel_size=(3,), strides=(2,), padding="same")),
+    ],
+    2: [
+        ("k3-valid", dict(kernel_size=(3, 3))),
+        (
+            "k2x3-stride2x1-same",
+            dict(kernel_size=(2, 3), strides=(2, 1), padding="same"),
+        ),
+        (
+            "k3-dil2-same-nobias",
+            dict(
+                kernel_size=(3, 3), dilation_rate=(2, 2), padding="same", use_bias=False
+            ),
+        ),
+        ("k3x2-stride2-valid", dict(kernel_size=(3, 2), strides=(2, 2))),
+        (
+            "k2-stride1x2-valid-nobias",
+            dict(kernel_size=(2, 2), strides=(1, 2), use_bias=False),
+        ),
+    ],
+    3: [
+        ("k2-valid", dict(kernel_size=(2, 2, 2))),
+        (
+            "k2x3x2-stride2x1x2-same",
+            dict(kernel_size=(2, 3, 2), strides=(2, 1, 2), padding="same"),
+        ),
+        (
+            "k2-dil1x2x2-same-nobias",
+            dict(
+                kernel_size=(2, 2, 2),
+                dilation_rate=(1, 2, 2),
+                padding="same",
+                use_bias=False,
+            ),
+        ),
+    ],
+}
+RANKED_OPTIONS = [
+    (rank, f"{rank}d-{name}", options)
+    for rank, table in OPTIONS.items()
+    for name, options in table
 ]
 REDUCTIONS = ["sum", "concat"]
 IMPLEMENTATIONS = ["fused", "per_channel"]
 DATA_FORMATS = ["channels_last", "channels_first"]
 # Every (option, reduction, implementation, data format) runs eagerly;
-# tf.function and XLA run them on the two options with unequal strides, the
-# configurations TensorFlow's CPU kernels are most particular about.
+# tf.function and XLA run them on the options TensorFlow's CPU kernels are
+# most particular about, unequal strides (2-D, 3-D), and on causal padding
+# (1-D), an explicit pad in front of the convolution.
 MODES = {"eager": None, "function": False, "xla": True}
-GRAPH_OPTIONS = ("k2x3-stride2x1-same", "k2-stride1x2-valid-nobias")
+GRAPH_OPTIONS = (
+    "1d-k2-causal-stride2-nobias",
+    "2d-k2x3-stride2x1-same",
+    "2d-k2-stride1x2-valid-nobias",
+    "3d-k2x3x2-stride2x1x2-same",
+)
 
 GRID = [
     pytest.param(
-        options, reduction, implementation, data_format, mode,
+        rank, options, reduction, implementation, data_format, mode,
         id=f"{name}-{reduction}-{implementation}-{data_format}-{mode}",
     )
     for mode in MODES
-    for name, options in OPTIONS
+    for rank, name, options in RANKED_OPTIONS
     if mode == "eager" or name in GRAPH_OPTIONS
     for reduction in REDUCTIONS
     for implementation in IMPLEMENTATIONS
@@ -74,25 +132,44 @@ GRID = [
 ]
 
 
-def _keras_runs(options, reduction):
-    """Whether Keras's layer runs ``options`` on every CPU (see above)."""
-    strides = options.get("strides", (1, 1))
-    return reduction == "sum" or strides[0] == strides[1]
+def _keras_refuses(rank, options, reduction):
+    """Whether Keras's layer cannot run ``options`` on this CPU (module docstring)."""
+    strides = options.get("strides", (1,) * rank)
+    return (
+        rank == 2
+        and reduction == "concat"
+        and len(set(strides)) > 1
+        and not onednn_enabled()
+    )
 
 
 REFERENCE_GRID = [
-    pytest.param(options, reduction, id=f"{name}-{reduction}")
-    for name, options in OPTIONS
+    pytest.param(rank, options, reduction, id=f"{name}-{reduction}")
+    for rank, name, options in RANKED_OPTIONS
     for reduction in REDUCTIONS
 ]
+
+
+def _layer(
+    rank, options, reduction, implementation="fused", data_format="channels_last"
+):
+    """An unbuilt layer of ``rank`` with :data:`FROZEN` frozen and ``options``."""
+    return LAYERS[rank](
+        FILTERS,
+        frozen=FROZEN,
+        reduction=reduction,
+        implementation=implementation,
+        data_format=data_format,
+        **options,
+    )
 
 
 def _conv_args(options, data_format="channels_last"):
     """The geometry arguments of :func:`harness.numpy_conv` for ``options``."""
     return dict(
-        strides=options.get("strides", (1, 1)),
+        strides=options.get("strides"),
         padding=options.get("padding", "valid"),
-        dilation_rate=options.get("dilation_rate", (1, 1)),
+        dilation_rate=options.get("dilation_rate"),
         data_format=data_format,
     )
 
@@ -110,23 +187,23 @@ def _split(full_kernel_gradient):
     Kernel ``(c, f)`` is number ``c * filters + f``; each variable holds its
     kernels in increasing number order.
     """
-    flat = full_kernel_gradient.reshape(full_kernel_gradient.shape[:2] + (-1,))
+    flat = full_kernel_gradient.reshape(full_kernel_gradient.shape[:-2] + (-1,))
     frozen = _frozen_mask().reshape(-1)
     return flat[..., ~frozen], flat[..., frozen]
 
 
 def _to_last(array, data_format):
-    return array if data_format == "channels_last" else array.transpose(0, 2, 3, 1)
+    return array if data_format == "channels_last" else np.moveaxis(array, 1, -1)
 
 
 def _from_last(array, data_format):
-    return array if data_format == "channels_last" else array.transpose(0, 3, 1, 2)
+    return array if data_format == "channels_last" else np.moveaxis(array, -1, 1)
 
 
-def _problem(options, reduction, data_format, seed=0):
+def _problem(rank, options, reduction, data_format, seed=0):
     """Input, full kernel, bias and upstream gradient, in ``data_format``."""
     rng = np.random.default_rng(seed)
-    x = rng.normal(size=(2, 7, 9, IN_CHANNELS)).astype("float32")
+    x = rng.normal(size=(2, *SPATIAL[rank], IN_CHANNELS)).astype("float32")
     kernel = rng.normal(size=options["kernel_size"] + (IN_CHANNELS, FILTERS))
     out_channels = FILTERS if reduction == "sum" else IN_CHANNELS * FILTERS
     bias = rng.normal(size=(out_channels,))
@@ -140,34 +217,47 @@ def _problem(options, reduction, data_format, seed=0):
     )
 
 
-def _keras_gradients(options, reduction, x, kernel, bias, upstream, data_format):
-    """Keras's Conv2D / DepthwiseConv2D gradients, computed in channels_last.
+def _keras_gradients(rank, options, reduction, data_format):
+    """Gradients of Keras's convolution of ``rank`` on :func:`_problem`.
 
-    Returns ``(d_input, d_kernel, d_bias)`` with ``d_input`` in
-    ``data_format`` and ``d_kernel`` of the full kernel's shape.
+    :func:`harness.keras_reference` picks the Keras layer for ``options``
+    (from a channels_last layer built here for that purpose only); it is
+    loaded with the problem's kernel and bias, not with a layer's values,
+    and run in channels_last on transposed tensors.
+
+    Returns:
+        ``(d_input, d_kernel, d_bias)`` with ``d_input`` in ``data_format``,
+        ``d_kernel`` of the full kernel's shape and ``d_bias`` ``None``
+        without a bias.
     """
-    common = dict(
-        kernel_size=options["kernel_size"],
-        strides=options.get("strides", (1, 1)),
-        padding=options.get("padding", "valid"),
-        dilation_rate=options.get("dilation_rate", (1, 1)),
-        data_format="channels_last",
-    )
-    if reduction == "sum":
-        ref = keras.layers.Conv2D(FILTERS, **common)
-    else:
-        ref = keras.layers.DepthwiseConv2D(depth_multiplier=FILTERS, **common)
+    # The problem is a function of these arguments: every implementation
+    # and mode of a row shares one Keras run (grouped convolutions compile
+    # with XLA on each eager call).
+    key = tuple(sorted(options.items()))
+    return _cached_keras_gradients(rank, key, reduction, data_format)
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_keras_gradients(rank, option_items, reduction, data_format):
+    options = dict(option_items)
+    x, kernel, bias, upstream = _problem(rank, options, reduction, data_format)
     x_last = tf.constant(_to_last(x, data_format))
-    ref.build(x_last.shape)
-    ref.set_weights([kernel.reshape(ref.kernel.shape), bias])
+    template = _layer(rank, options, reduction)  # only carries the options
+    template.build(x_last.shape)
+    ref = keras_reference(template, x_last.shape)
+    weights = [kernel.reshape(ref.kernel.shape)]
+    if ref.use_bias:
+        weights.append(bias)
+    ref.set_weights(weights)
     with tf.GradientTape() as tape:
         tape.watch(x_last)
         loss = tf.reduce_sum(ref(x_last) * _to_last(upstream, data_format))
-    d_input, d_kernel, d_bias = tape.gradient(loss, [x_last, ref.kernel, ref.bias])
+    sources = [x_last, ref.kernel] + ([ref.bias] if ref.use_bias else [])
+    d_input, d_kernel, *d_bias = tape.gradient(loss, sources)
     return (
         _from_last(to_numpy(d_input), data_format),
         to_numpy(d_kernel).reshape(kernel.shape),
-        to_numpy(d_bias),
+        to_numpy(d_bias[0]) if d_bias else None,
     )
 
 
@@ -193,10 +283,12 @@ def _assert_close(actual, expected, what):
     np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=ATOL, err_msg=what)
 
 
-@pytest.mark.parametrize("options, reduction", REFERENCE_GRID)
+@pytest.mark.parametrize("rank, options, reduction", REFERENCE_GRID)
 @pytest.mark.parametrize("data_format", DATA_FORMATS)
-def test_numpy_reference_is_the_adjoint_of_numpy_conv(options, reduction, data_format):
-    x, kernel, _, upstream = _problem(options, reduction, data_format)
+def test_numpy_reference_is_the_adjoint_of_numpy_conv(
+    rank, options, reduction, data_format
+):
+    x, kernel, _, upstream = _problem(rank, options, reduction, data_format)
     conv_args = _conv_args(options, data_format)
     d_input, d_kernel, d_bias = numpy_conv_gradients(
         x, kernel, upstream, reduction, **conv_args
@@ -222,36 +314,30 @@ def test_numpy_reference_is_the_adjoint_of_numpy_conv(options, reduction, data_f
 
 
 @pytest.mark.parametrize(
-    "options, reduction",
-    [p for p in REFERENCE_GRID if _keras_runs(*p.values)],
+    "rank, options, reduction",
+    [p for p in REFERENCE_GRID if not _keras_refuses(*p.values)],
 )
-def test_numpy_reference_matches_keras(options, reduction):
-    x, kernel, bias, upstream = _problem(options, reduction, "channels_last")
+def test_numpy_reference_matches_keras(rank, options, reduction):
+    x, kernel, _, upstream = _problem(rank, options, reduction, "channels_last")
     expected = numpy_conv_gradients(
         x, kernel, upstream, reduction, **_conv_args(options)
     )
-    keras_grads = _keras_gradients(
-        options, reduction, x, kernel, bias, upstream, "channels_last"
-    )
+    keras_grads = _keras_gradients(rank, options, reduction, "channels_last")
+    use_bias = options.get("use_bias", True)
+    assert (keras_grads[2] is not None) == use_bias
     for what, got, want in zip(("input", "kernel", "bias"), keras_grads, expected):
-        _assert_close(got, want, what)
+        if got is not None:
+            _assert_close(got, want, what)
 
 
 @pytest.mark.parametrize(
-    "options, reduction, implementation, data_format, mode", GRID
+    "rank, options, reduction, implementation, data_format, mode", GRID
 )
 def test_gradients_match_references(
-    options, reduction, implementation, data_format, mode
+    rank, options, reduction, implementation, data_format, mode
 ):
-    x, kernel, bias, upstream = _problem(options, reduction, data_format)
-    layer = ChannelConv2D(
-        FILTERS,
-        frozen=FROZEN,
-        reduction=reduction,
-        implementation=implementation,
-        data_format=data_format,
-        **options,
-    )
+    x, kernel, bias, upstream = _problem(rank, options, reduction, data_format)
+    layer = _layer(rank, options, reduction, implementation, data_format)
     layer.build(x.shape)
     layer.assign_kernel(kernel)  # frozen kernels non-zero: they reach d_input
     use_bias = options.get("use_bias", True)
@@ -274,11 +360,9 @@ def test_gradients_match_references(
     if use_bias:
         _assert_close(got["bias"], d_bias, "bias vs NumPy")
 
-    if not _keras_runs(options, reduction):
+    if _keras_refuses(rank, options, reduction):
         return  # NumPy alone is the reference (see the module docstring)
-    k_input, k_kernel, k_bias = _keras_gradients(
-        options, reduction, x, kernel, bias, upstream, data_format
-    )
+    k_input, k_kernel, k_bias = _keras_gradients(rank, options, reduction, data_format)
     _assert_close(got["input"], k_input, "input vs Keras")
     _assert_close(got["trainable_kernels"], _split(k_kernel)[0], "kernels vs Keras")
     if use_bias:

@@ -1,8 +1,10 @@
-"""ChannelConv2D outputs and initial values against independent references.
+"""Channel convolutions of every rank against independent references.
 
-References: Keras ``Conv2D`` (``reduction="sum"``) and ``DepthwiseConv2D``
-(``reduction="concat"``) loaded with the layer's effective kernel and bias,
-and a direct-loop NumPy convolution (:func:`harness.numpy_conv`).
+References: the Keras convolution of the layer's rank (``Conv1D`` /
+``Conv2D`` / ``Conv3D`` for ``reduction="sum"``, ``DepthwiseConv1D`` /
+``DepthwiseConv2D`` for ``"concat"``, or ``ConvND(groups=channels)`` where
+Keras has no depthwise layer) loaded with the layer's effective kernel and
+bias, and a direct NumPy convolution (:func:`harness.numpy_conv`).
 """
 
 import keras
@@ -10,11 +12,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from channelconv.layers.channel_conv2d import ChannelConv2D
+from channelconv import ChannelConv2D
 from channelconv.mask import random_frozen_mask
 from harness import (
+    CONVS,
+    LAYERS,
+    SPATIAL,
     keras_output,
     keras_reference,
+    layer_input,
     numpy_conv,
     onednn_enabled,
     to_numpy,
@@ -25,44 +31,74 @@ pytestmark = pytest.mark.numerics
 IN_CHANNELS, FILTERS = 3, 4
 ATOL = RTOL = 1e-5
 
-# Each option appears in at least one row; every row runs with both
-# reductions and both implementations (pruned grid, not a cartesian product).
-OPTIONS = [
-    ("k1", dict(kernel_size=1)),
-    ("k3-same-relu", dict(kernel_size=3, padding="same", activation="relu")),
-    ("k2x3-stride2-nobias", dict(kernel_size=(2, 3), strides=2, use_bias=False)),
-    (
-        "k2x3-stride1x2-same-tanh",
-        dict(kernel_size=(2, 3), strides=(1, 2), padding="same", activation="tanh"),
-    ),
-    ("k3-dil2-nobias", dict(kernel_size=3, dilation_rate=2, use_bias=False)),
-    (
-        "k2x3-dil2x1-same",
-        dict(kernel_size=(2, 3), dilation_rate=(2, 1), padding="SAME"),
-    ),
-    (
-        "cf-k3-stride2-same-relu",
-        dict(
-            kernel_size=3,
-            strides=2,
-            padding="same",
-            activation="relu",
-            data_format="channels_first",
+# Each option of each rank appears in at least one row; every row runs with
+# both reductions and both implementations (pruned grid, not a cartesian
+# product).
+OPTIONS = {
+    1: [
+        ("k1", dict(kernel_size=1)),
+        ("k3-same-relu", dict(kernel_size=3, padding="same", activation="relu")),
+        ("k3-stride2-nobias", dict(kernel_size=3, strides=2, use_bias=False)),
+        ("k3-causal-dil2-tanh", dict(kernel_size=3, padding="causal", dilation_rate=2,
+                                     activation="tanh")),
+        ("k2-causal-stride2", dict(kernel_size=2, padding="Causal", strides=2)),
+        ("cf-k3-stride2-same", dict(kernel_size=3, strides=2, padding="same",
+                                    data_format="channels_first")),
+        ("cf-k2-causal-dil3-nobias", dict(kernel_size=2, padding="causal", dilation_rate=3,
+                                          use_bias=False, data_format="channels_first")),
+    ],
+    2: [
+        ("k1", dict(kernel_size=1)),
+        ("k3-same-relu", dict(kernel_size=3, padding="same", activation="relu")),
+        ("k2x3-stride2-nobias", dict(kernel_size=(2, 3), strides=2, use_bias=False)),
+        (
+            "k2x3-stride1x2-same-tanh",
+            dict(kernel_size=(2, 3), strides=(1, 2), padding="same", activation="tanh"),
         ),
-    ),
-    (
-        "cf-k2x3-dil2-nobias",
-        dict(
-            kernel_size=(2, 3),
-            dilation_rate=2,
-            use_bias=False,
-            data_format="channels_first",
+        ("k3-dil2-nobias", dict(kernel_size=3, dilation_rate=2, use_bias=False)),
+        (
+            "k2x3-dil2x1-same",
+            dict(kernel_size=(2, 3), dilation_rate=(2, 1), padding="SAME"),
         ),
-    ),
-    (
-        "cf-k1-stride2x1",
-        dict(kernel_size=1, strides=(2, 1), data_format="channels_first"),
-    ),
+        (
+            "cf-k3-stride2-same-relu",
+            dict(
+                kernel_size=3,
+                strides=2,
+                padding="same",
+                activation="relu",
+                data_format="channels_first",
+            ),
+        ),
+        (
+            "cf-k2x3-dil2-nobias",
+            dict(
+                kernel_size=(2, 3),
+                dilation_rate=2,
+                use_bias=False,
+                data_format="channels_first",
+            ),
+        ),
+        (
+            "cf-k1-stride2x1",
+            dict(kernel_size=1, strides=(2, 1), data_format="channels_first"),
+        ),
+    ],
+    3: [
+        ("k1", dict(kernel_size=1)),
+        ("k2x3x2-same-relu", dict(kernel_size=(2, 3, 2), padding="same", activation="relu")),
+        ("k2-stride1x2x2-nobias", dict(kernel_size=2, strides=(1, 2, 2), use_bias=False)),
+        ("k2-dil2-same", dict(kernel_size=2, dilation_rate=(1, 2, 2), padding="same")),
+        ("cf-k2x2x3-stride2x1x2-same", dict(kernel_size=(2, 2, 3), strides=(2, 1, 2),
+                                            padding="same", data_format="channels_first")),
+        ("cf-k2-dil2-nobias-tanh", dict(kernel_size=2, dilation_rate=2, use_bias=False,
+                                        activation="tanh", data_format="channels_first")),
+    ],
+}
+RANKED_OPTIONS = [
+    (rank, f"{rank}d-{name}", options)
+    for rank, table in OPTIONS.items()
+    for name, options in table
 ]
 MODES = [
     ("sum-fused", "sum", "fused"),
@@ -71,24 +107,21 @@ MODES = [
     ("concat-per_channel", "concat", "per_channel"),
 ]
 GRID = [
-    pytest.param(options, reduction, implementation, id=f"{name}-{mode}")
-    for name, options in OPTIONS
+    pytest.param(rank, options, reduction, implementation, id=f"{name}-{mode}")
+    for rank, name, options in RANKED_OPTIONS
     for mode, reduction, implementation in MODES
 ]
 
 
-def _input(data_format, height=7, width=9, seed=0):
-    # Width 9 keeps every output width of OPTIONS different from the number
-    # of output channels (4 or 12): with channels_first and equal sizes,
-    # Keras's own Conv2D adds the bias on the wrong axis (see
+def _input(rank, data_format, spatial=None, seed=0):
+    # SPATIAL's last sizes keep every output width of OPTIONS different from
+    # the number of output channels (4 or 12): with channels_first and equal
+    # sizes, Keras's own convolutions add the bias on the wrong axis (see
     # test_channels_first_bias_when_width_equals_channels).
-    shape = (2, height, width, IN_CHANNELS)
-    if data_format == "channels_first":
-        shape = (2, IN_CHANNELS, height, width)
-    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+    return layer_input(data_format, spatial or SPATIAL[rank], IN_CHANNELS, seed)
 
 
-def _layer(options, reduction, implementation, **extra):
+def _layer(rank, options, reduction, implementation, **extra):
     """A layer with 5 of 12 kernels frozen at non-zero values and a non-zero bias."""
     kwargs = dict(
         filters=FILTERS,
@@ -101,7 +134,7 @@ def _layer(options, reduction, implementation, **extra):
     )
     kwargs.update(options)
     kwargs.update(extra)
-    return ChannelConv2D(**kwargs)
+    return LAYERS[rank](**kwargs)
 
 
 def _numpy_reference(layer, x):
@@ -118,10 +151,10 @@ def _numpy_reference(layer, x):
     )
 
 
-@pytest.mark.parametrize("options, reduction, implementation", GRID)
-def test_matches_keras_and_numpy(options, reduction, implementation):
-    layer = _layer(options, reduction, implementation)
-    x = _input(layer.data_format)
+@pytest.mark.parametrize("rank, options, reduction, implementation", GRID)
+def test_matches_keras_and_numpy(rank, options, reduction, implementation):
+    layer = _layer(rank, options, reduction, implementation)
+    x = _input(rank, layer.data_format)
     y = to_numpy(layer(x))
     frozen = layer.frozen_mask
     kernel = to_numpy(layer.kernel)
@@ -134,7 +167,10 @@ def test_matches_keras_and_numpy(options, reduction, implementation):
     keras_y = keras_output(keras_reference(layer, x.shape), x)
     # Keras's DepthwiseConv2D cannot run unequal strides without oneDNN.
     assert (keras_y is None) == (
-        reduction == "concat" and len(set(layer.strides)) > 1 and not onednn_enabled()
+        rank == 2
+        and reduction == "concat"
+        and len(set(layer.strides)) > 1
+        and not onednn_enabled()
     )
     if keras_y is not None:
         np.testing.assert_allclose(y, keras_y, atol=ATOL, rtol=RTOL)
@@ -144,43 +180,52 @@ def test_matches_keras_and_numpy(options, reduction, implementation):
 
 
 @pytest.mark.parametrize(
-    "options, reduction",
+    "rank, options, reduction",
     [
-        pytest.param(options, reduction, id=f"{name}-{reduction}")
-        for name, options in OPTIONS
+        pytest.param(rank, options, reduction, id=f"{name}-{reduction}")
+        for rank, name, options in RANKED_OPTIONS
         for reduction in ("sum", "concat")
     ],
 )
-def test_fused_and_per_channel_agree(options, reduction):
-    fused = _layer(options, reduction, "fused")
-    x = _input(fused.data_format, seed=1)
+def test_fused_and_per_channel_agree(rank, options, reduction):
+    fused = _layer(rank, options, reduction, "fused")
+    x = _input(rank, fused.data_format, seed=1)
     y_fused = to_numpy(fused(x))
     config = dict(fused.get_config(), implementation="per_channel")
-    per_channel = ChannelConv2D.from_config(config)
+    per_channel = type(fused).from_config(config)
     per_channel.build(x.shape)
     per_channel.set_weights(fused.get_weights())
     np.testing.assert_allclose(to_numpy(per_channel(x)), y_fused, atol=ATOL, rtol=RTOL)
 
 
 @pytest.mark.parametrize(
-    "reduction, implementation, data_format, options",
+    "rank, reduction, implementation, data_format, options",
     [
-        ("sum", "fused", "channels_last", dict(padding="valid")),
-        ("sum", "per_channel", "channels_first", dict(padding="valid")),
-        ("concat", "fused", "channels_first", dict(padding="valid")),
-        ("concat", "per_channel", "channels_last", dict(padding="valid")),
-        ("concat", "fused", "channels_last", dict(padding="same", strides=(2, 1))),
-        ("concat", "fused", "channels_first", dict(padding="valid", strides=(1, 2))),
+        (2, "sum", "fused", "channels_last", dict(padding="valid")),
+        (2, "sum", "per_channel", "channels_first", dict(padding="valid")),
+        (2, "concat", "fused", "channels_first", dict(padding="valid")),
+        (2, "concat", "per_channel", "channels_last", dict(padding="valid")),
+        (2, "concat", "fused", "channels_last", dict(padding="same", strides=(2, 1))),
+        (2, "concat", "fused", "channels_first", dict(padding="valid", strides=(1, 2))),
+        (1, "sum", "fused", "channels_first", dict(padding="causal")),
+        (1, "concat", "fused", "channels_last", dict(padding="causal", strides=2)),
+        (1, "concat", "per_channel", "channels_first", dict(padding="same")),
+        (3, "sum", "fused", "channels_first", dict(padding="same", strides=(1, 2, 1))),
+        (3, "concat", "fused", "channels_last", dict(padding="valid")),
+        (3, "concat", "per_channel", "channels_first", dict(padding="same")),
     ],
+    ids=lambda v: v if isinstance(v, str) else None,
 )
-def test_unknown_spatial_size(reduction, implementation, data_format, options):
+def test_unknown_spatial_size(rank, reduction, implementation, data_format, options):
     layer = _layer(
+        rank,
         dict(kernel_size=3, **options),
         reduction,
         implementation,
         data_format=data_format,
     )
-    shape = (None, None, 3) if data_format == "channels_last" else (3, None, None)
+    shape = (None,) * rank
+    shape = shape + (3,) if data_format == "channels_last" else (3,) + shape
     inputs = keras.Input(shape=shape)
     outputs = layer(inputs)
     channel_axis = -1 if data_format == "channels_last" else 1
@@ -188,22 +233,23 @@ def test_unknown_spatial_size(reduction, implementation, data_format, options):
         FILTERS if reduction == "sum" else IN_CHANNELS * FILTERS
     )
     model = keras.Model(inputs, outputs)
-    for height, width in ((7, 8), (5, 4)):
-        x = _input(data_format, height, width)
+    for spatial in ((7, 8, 5)[:rank], (5, 4, 3)[:rank]):
+        x = _input(rank, data_format, spatial)
         np.testing.assert_allclose(
             to_numpy(model(x)), _numpy_reference(layer, x), atol=ATOL, rtol=RTOL
         )
 
 
+@pytest.mark.parametrize("rank", [1, 2, 3])
 @pytest.mark.parametrize("implementation", ["fused", "per_channel"])
 @pytest.mark.parametrize("reduction", ["sum", "concat"])
-def test_channels_first_bias_when_width_equals_channels(reduction, implementation):
+def test_channels_first_bias_when_width_equals_channels(rank, reduction, implementation):
     """Regression: ``keras.ops.add`` put the bias on the width axis here."""
     out_channels = FILTERS if reduction == "sum" else IN_CHANNELS * FILTERS
     layer = _layer(
-        dict(kernel_size=1, data_format="channels_first"), reduction, implementation
+        rank, dict(kernel_size=1, data_format="channels_first"), reduction, implementation
     )
-    x = _input("channels_first", height=3, width=out_channels)
+    x = _input(rank, "channels_first", (3, 2, out_channels)[-rank:])
     y = to_numpy(layer(x))
     expected = _numpy_reference(layer, x)
     np.testing.assert_allclose(y, expected, atol=ATOL, rtol=RTOL)
@@ -213,19 +259,21 @@ def test_channels_first_bias_when_width_equals_channels(reduction, implementatio
     )
 
 
+@pytest.mark.parametrize("rank", [1, 2, 3])
 @pytest.mark.parametrize("reduction", ["sum", "concat"])
-def test_frozen_pairs_are_zero_kernels_of_the_full_convolution(reduction):
+def test_frozen_pairs_are_zero_kernels_of_the_full_convolution(rank, reduction):
     """The question's semantics, from an independently drawn full kernel."""
     pairs = [(0, 0), (0, 3), (2, 1)]
     init = keras.initializers.GlorotUniform(seed=21)
-    layer = ChannelConv2D(
-        FILTERS, (2, 3), frozen=pairs, reduction=reduction, kernel_initializer=init
+    kernel_size = (2, 3, 2)[:rank]
+    layer = LAYERS[rank](
+        FILTERS, kernel_size, frozen=pairs, reduction=reduction, kernel_initializer=init
     )
-    x = _input("channels_last")
+    x = _input(rank, "channels_last")
     y = to_numpy(layer(x))
-    full = to_numpy(init((2, 3, IN_CHANNELS, FILTERS)))
+    full = to_numpy(init(kernel_size + (IN_CHANNELS, FILTERS)))
     for channel, filter_ in pairs:
-        full[:, :, channel, filter_] = 0.0
+        full[..., channel, filter_] = 0.0
     np.testing.assert_allclose(
         y, numpy_conv(x, full, reduction=reduction), atol=ATOL, rtol=RTOL
     )
@@ -234,6 +282,7 @@ def test_frozen_pairs_are_zero_kernels_of_the_full_convolution(reduction):
 # --- Initial values ----------------------------------------------------------
 
 
+@pytest.mark.parametrize("rank", [1, 2, 3])
 @pytest.mark.parametrize(
     "initializer",
     [
@@ -243,23 +292,24 @@ def test_frozen_pairs_are_zero_kernels_of_the_full_convolution(reduction):
     ],
     ids=["glorot_uniform", "he_normal", "random_uniform"],
 )
-def test_kernel_initializer_draws_the_full_kernel(initializer):
+def test_kernel_initializer_draws_the_full_kernel(initializer, rank):
     mask = random_frozen_mask(IN_CHANNELS, FILTERS, 5, seed=4)
-    layer = ChannelConv2D(FILTERS, 3, frozen=mask, kernel_initializer=initializer)
-    layer.build((None, 6, 6, IN_CHANNELS))
-    full = to_numpy(initializer((3, 3, IN_CHANNELS, FILTERS)))
+    layer = LAYERS[rank](FILTERS, 3, frozen=mask, kernel_initializer=initializer)
+    layer.build((None,) + (6,) * rank + (IN_CHANNELS,))
+    full = to_numpy(initializer((3,) * rank + (IN_CHANNELS, FILTERS)))
     kernel = to_numpy(layer.kernel)
     np.testing.assert_array_equal(kernel[..., ~mask], full[..., ~mask])
     assert np.array_equal(kernel[..., mask], np.zeros_like(full[..., mask]))
-    assert layer.trainable_kernels.shape == (3, 3, IN_CHANNELS * FILTERS - 5)
+    assert layer.trainable_kernels.shape == (3,) * rank + (IN_CHANNELS * FILTERS - 5,)
 
 
-def test_nothing_frozen_starts_like_conv2d():
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_nothing_frozen_starts_like_the_keras_conv(rank):
     initializer = keras.initializers.GlorotUniform(seed=5)
-    layer = ChannelConv2D(FILTERS, 3, kernel_initializer=initializer)
-    conv = keras.layers.Conv2D(FILTERS, 3, kernel_initializer=initializer)
-    layer.build((None, 6, 6, IN_CHANNELS))
-    conv.build((None, 6, 6, IN_CHANNELS))
+    layer = LAYERS[rank](FILTERS, 3, kernel_initializer=initializer)
+    conv = CONVS[rank](FILTERS, 3, kernel_initializer=initializer)
+    layer.build((None,) + (6,) * rank + (IN_CHANNELS,))
+    conv.build((None,) + (6,) * rank + (IN_CHANNELS,))
     np.testing.assert_array_equal(to_numpy(layer.kernel), to_numpy(conv.kernel))
 
 
@@ -283,11 +333,12 @@ def test_unseeded_initializer_uses_full_fan_in():
     ],
     ids=["constant-0.5", "seeded-random_normal"],
 )
-def test_frozen_initializer_sets_frozen_values(initializer):
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_frozen_initializer_sets_frozen_values(initializer, rank):
     mask = random_frozen_mask(IN_CHANNELS, FILTERS, 5, seed=4)
-    layer = ChannelConv2D(FILTERS, 3, frozen=mask, frozen_initializer=initializer)
-    layer.build((None, 6, 6, IN_CHANNELS))
-    full = to_numpy(initializer((3, 3, IN_CHANNELS, FILTERS)))
+    layer = LAYERS[rank](FILTERS, 3, frozen=mask, frozen_initializer=initializer)
+    layer.build((None,) + (6,) * rank + (IN_CHANNELS,))
+    full = to_numpy(initializer((3,) * rank + (IN_CHANNELS, FILTERS)))
     kernel = to_numpy(layer.kernel)
     np.testing.assert_array_equal(kernel[..., mask], full[..., mask])
     assert np.all(kernel[..., mask] != 0)

@@ -11,15 +11,16 @@ import pytest
 
 from channelconv.layers import ChannelConv2D
 from channelconv.plot import plot_kernel_mask
+from harness import LAYERS
 
 FROZEN = [(0, 0), (0, 3), (1, 2), (2, 4), (3, 1)]
 GREY = np.array([0.85, 0.85, 0.85])
 
 
-def make_layer(channels=4, filters=6, frozen=FROZEN, **kwargs):
-    layer = ChannelConv2D(filters, 3, frozen=frozen, frozen_initializer="ones",
-                          name="conv", **kwargs)
-    layer.build((None, 8, 8, channels))
+def make_layer(channels=4, filters=6, frozen=FROZEN, rank=2, **kwargs):
+    layer = LAYERS[rank](filters, 3, frozen=frozen, frozen_initializer="ones",
+                         name="conv", **kwargs)
+    layer.build((None,) + (8,) * rank + (channels,))
     return layer
 
 
@@ -32,11 +33,11 @@ def expected_mask(channels, filters, pairs):
 
 def expected_norms(layer):
     kernel = keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
-    kh, kw, channels, filters = kernel.shape
+    channels, filters = kernel.shape[-2:]
     norms = np.empty((channels, filters))
     for c in range(channels):
         for f in range(filters):
-            norms[c, f] = np.sqrt(np.sum(kernel[:, :, c, f] ** 2))
+            norms[c, f] = np.sqrt(np.sum(kernel[..., c, f] ** 2))
     return norms
 
 
@@ -102,17 +103,20 @@ def test_png_pixels_encode_mask_and_norms(saved, layer):
                 np.testing.assert_allclose(_pixel(png, ax, f, c), colour, atol=0.02)
 
 
+@pytest.mark.parametrize("rank", [1, 2, 3], ids=["1d", "2d", "3d"])
 @pytest.mark.parametrize(
     "frozen, kwargs",
     [(None, {}), (np.ones((4, 6), bool), {}), (FROZEN, {"reduction": "concat"})],
     ids=["nothing_frozen", "all_frozen", "concat"],
 )
-def test_edge_cases(frozen, kwargs, tmp_path):
-    layer = make_layer(frozen=frozen, **kwargs)
+def test_edge_cases_of_every_rank(rank, frozen, kwargs, tmp_path):
+    layer = make_layer(frozen=frozen, rank=rank, **kwargs)
     fig = plot_kernel_mask(layer, tmp_path / "m.png")
     array = fig.axes[0].images[0].get_array()
     mask = layer.frozen_mask
     assert np.array_equal(np.ma.getmaskarray(array), mask)
+    np.testing.assert_allclose(array.data[~mask], expected_norms(layer)[~mask], rtol=1e-6)
+    assert fig.axes[0].get_title() == f"conv: {int(mask.sum())} of 24 kernels frozen (x)"
     assert len(fig.axes[0].collections) == int(mask.any())
     assert (tmp_path / "m.png").stat().st_size > 0
 

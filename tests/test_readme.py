@@ -3,10 +3,10 @@ text around them says.
 
 Each block is executed; its check then asserts the page's claims about it in
 the namespace the block leaves behind, against references computed here
-(Keras's own layers, parameter counts from the shapes). The blocks of
-``docs/pretrained.md`` and ``docs/scaling.md`` are excerpts of scripts that
-run in ``test_convert.py`` / ``test_distribute.py``, which also check that
-the blocks appear there verbatim.
+(Keras's own layers, NumPy's convolution, parameter counts from the shapes).
+The blocks of ``docs/pretrained.md`` and ``docs/scaling.md`` are excerpts
+of scripts that run in ``test_convert.py`` / ``test_distribute.py``, which
+also check that the blocks appear there verbatim.
 """
 
 import contextlib
@@ -22,8 +22,8 @@ import keras
 import numpy as np
 import pytest
 
-from channelconv import ChannelConv2D
-from harness import to_numpy
+from channelconv import ChannelConv2D, to_keras_layer
+from harness import numpy_conv, to_numpy
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 QUESTION_FROZEN = [(0, 0), (0, 1), (0, 2), (0, 3), (0, 4)]
@@ -55,7 +55,7 @@ def _assert_counts(layer, reference, n_frozen):
 
 
 def _built(layer, channels=3):
-    layer.build((None, None, None, channels))
+    layer.build((None,) * (layer.rank + 1) + (channels,))
     return layer
 
 
@@ -145,11 +145,106 @@ def check_reproduction_question_model(ns, out):
     )
 
 
+def check_ranks_causal_conv1d(ns, out):
+    """"(2, 16, 8): as long as the input"; output step t depends on input
+    steps up to t; "the 80 parameters of Conv1D(8, 3) on 3 channels: 74
+    trainable and 6 frozen (two kernels of 3 taps, exactly zero)"."""
+    layer, x, y = ns["layer"], ns["x"], ns["y"]
+    assert out == "(2, 16, 8)\n"
+    assert layer.count_params() == _built(keras.layers.Conv1D(8, 3)).count_params() == 80
+    assert (_size(layer.trainable_weights), _size(layer.non_trainable_weights)) == (74, 6)
+    kernel = to_numpy(layer.kernel)
+    assert not kernel[:, 0, 0].any() and not kernel[:, 1, 5].any()
+    # NumPy's causal convolution (zeros padded at the start only) ...
+    bias = to_numpy(layer.bias)
+    expected = numpy_conv(x, kernel, padding="causal", dilation_rate=(2,), bias=bias)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    # ... so a change at one step moves outputs from that step on only.
+    for step in (0, 7, 15):
+        changed = x.copy()
+        changed[:, step] += 1.0
+        moved = np.any(to_numpy(layer(changed)) != y, axis=(0, 2))
+        assert not moved[:step].any() and moved[step]
+
+
+def check_ranks_concat3d_is_grouped_conv3d(ns, out):
+    """"(1, 4, 5, 6, 6)", "Conv3D 6 3"; "Output channel c * 2 + f is input
+    channel c convolved with kernel (c, f); channel 1 ... is the bias
+    alone"; the Conv3D holds "layer.kernel reshaped to (3, 3, 3, 1, 6)"."""
+    layer, x, y, plain = ns["layer"], ns["x"], ns["y"], ns["plain"]
+    assert out.splitlines() == ["(1, 4, 5, 6, 6)", "Conv3D 6 3"]
+    kernel, bias = to_numpy(layer.kernel), to_numpy(layer.bias)
+    np.testing.assert_allclose(
+        y, numpy_conv(x, kernel, "concat", bias=bias), rtol=1e-5, atol=1e-5
+    )
+    assert np.array_equal(y[..., 1], np.full(y.shape[:-1], bias[1]))
+    assert plain.kernel_size == (3, 3, 3)
+    assert np.array_equal(to_numpy(plain.kernel), kernel.reshape(3, 3, 3, 1, 6))
+
+
+def _block_diagonal(in_channels, filters, groups):
+    """True where input channel and filter are in the same group."""
+    return np.array([
+        [c * groups // in_channels == f * groups // filters for f in range(filters)]
+        for c in range(in_channels)
+    ])
+
+
+def check_ranks_grouped_frozen_mask(ns, out):
+    """The printed mask is the one shown, and it is every kernel across
+    groups of Keras's groups=2 (channels 0-1 with filters 0-2, channels 2-3
+    with filters 3-5); the layer with it frozen is a convolution with those
+    kernels at zero; Keras's grouped kernel is (3, 2, 6)."""
+    block = python_blocks("docs/ranks.md")[2]
+    shown = [line[2:] for line in block.splitlines() if re.match(r"# +\[", line)]
+    assert out.splitlines() == shown
+    live = _block_diagonal(4, 6, 2)
+    assert out == f"{(~live).astype(int)}\n"
+    layer, x, y = ns["layer"], ns["x"], ns["y"]
+    kernel = to_numpy(layer.kernel)
+    assert not kernel[..., ~live].any() and np.all(np.any(kernel != 0, axis=0)[live])
+    expected = numpy_conv(x, kernel, bias=to_numpy(layer.bias))
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    assert tuple(ns["grouped"].kernel.shape) == (3, 2, 6)
+
+
+def check_ranks_grouped_conv2d_and_back(ns, out):
+    """"584 152 152"; "Conv2D 4 (3, 3, 2, 8)"; "1"; the channel layer holds
+    the full kernels (584 parameters, those of Conv2D(8, 3) on 8
+    channels), "152 are trainable: exactly the grouped layer's parameters",
+    "432 are the 48 kernels across groups, frozen at zero", still zero after
+    fine-tuning; strip gives the grouped layer "with the trained values"."""
+    assert out.splitlines() == ["584 152 152", "Conv2D 4 (3, 3, 2, 8)", "1"]
+    layer, grouped, plain, x = ns["layer"], ns["grouped"], ns["plain"], ns["x"]
+    assert layer.count_params() == _built(keras.layers.Conv2D(8, 3), 8).count_params()
+    assert _size(layer.trainable_weights) == grouped.count_params() == 152
+    live = _block_diagonal(8, 8, 4)
+    kernel = to_numpy(layer.kernel)
+    assert (~live).sum() * KERNEL_WEIGHTS == _size(layer.non_trainable_weights) == 432
+    assert not kernel[..., ~live].any()
+    # Keras's grouped kernel: for filter f, its group's two input channels.
+    expected = np.stack(
+        [kernel[..., 2 * (f // 2):2 * (f // 2) + 2, f] for f in range(8)], axis=-1
+    )
+    assert np.array_equal(to_numpy(plain.kernel), expected)
+    assert not np.array_equal(to_numpy(plain.kernel), to_numpy(grouped.kernel))  # trained
+    np.testing.assert_allclose(
+        to_numpy(ns["deploy"](x)), numpy_conv(x, kernel, bias=to_numpy(layer.bias)),
+        rtol=1e-4, atol=1e-4,
+    )
+    pruned = to_keras_layer(ns["pruned"])
+    assert type(pruned) is keras.layers.Conv2D and tuple(pruned.kernel.shape) == (3, 3, 8, 8)
+
+
 BLOCKS = [
     ("README.md", 0, check_readme_quick_start),
     ("docs/semantics.md", 0, check_semantics_sum_is_conv2d),
     ("docs/reproduction.md", 0, check_reproduction_answer_done_right),
     ("docs/reproduction.md", 1, check_reproduction_question_model),
+    ("docs/ranks.md", 0, check_ranks_causal_conv1d),
+    ("docs/ranks.md", 1, check_ranks_concat3d_is_grouped_conv3d),
+    ("docs/ranks.md", 2, check_ranks_grouped_frozen_mask),
+    ("docs/ranks.md", 3, check_ranks_grouped_conv2d_and_back),
 ]
 
 

@@ -1,4 +1,8 @@
-"""ChannelConv2D's config, registration and ``.keras`` save/load."""
+"""The channel convolutions' config, registration and ``.keras`` save/load.
+
+Every test runs for every rank (ChannelConv1D, ChannelConv2D, ChannelConv3D),
+except the one loading the 2-D fixture file 0.1.0 wrote.
+"""
 
 import inspect
 import json
@@ -8,86 +12,117 @@ import keras
 import numpy as np
 import pytest
 
-from channelconv.layers.channel_conv2d import ChannelConv2D
 from channelconv.mask import random_frozen_mask
-from harness import numpy_conv, run_layer_test, to_numpy
+from harness import CONVS, LAYERS, layer_input, numpy_conv, run_layer_test, to_numpy
 
+RANKS = tuple(sorted(LAYERS))
+RANK_IDS = [f"{rank}d" for rank in RANKS]
 QUESTION_FROZEN = [(0, 0), (0, 1), (0, 2), (0, 3), (0, 4)]
 
-# Every constructor argument away from its default.
-NON_DEFAULT = dict(
-    filters=5,
-    kernel_size=(2, 3),
-    frozen=[(0, 1), (2, 4)],
-    frozen_initializer=keras.initializers.Constant(0.25),
-    reduction="concat",
-    implementation="per_channel",
-    strides=(1, 2),
-    padding="same",
-    data_format="channels_first",
-    dilation_rate=(1, 1),  # strides > 1 excludes dilation > 1; see below
-    activation="relu",
-    use_bias=False,
-    kernel_initializer=keras.initializers.HeNormal(seed=3),
-    bias_initializer="ones",
-    kernel_regularizer=keras.regularizers.L2(0.01),
-    bias_regularizer=keras.regularizers.L1(0.02),
-    activity_regularizer=keras.regularizers.L2(0.03),
-    kernel_constraint=keras.constraints.MaxNorm(2.0, axis=[0, 1, 2]),
-    bias_constraint=keras.constraints.NonNeg(),
-)
+
+def _sizes(rank, *sizes):
+    """One size per spatial axis: the first ``rank`` of ``sizes``."""
+    return tuple(sizes[:rank])
 
 
-def _constructor_arguments():
-    names = set(inspect.signature(ChannelConv2D.__init__).parameters)
+def _non_default(rank):
+    """Every constructor argument away from its default, for ``rank``."""
+    return dict(
+        filters=5,
+        kernel_size=_sizes(rank, 2, 3, 2),
+        frozen=[(0, 1), (2, 4)],
+        frozen_initializer=keras.initializers.Constant(0.25),
+        reduction="concat",
+        implementation="per_channel",
+        strides={1: (2,), 2: (1, 2), 3: (1, 2, 2)}[rank],
+        padding="same",
+        data_format="channels_first",
+        dilation_rate=(1,) * rank,  # strides > 1 excludes dilation > 1; see below
+        activation="relu",
+        use_bias=False,
+        kernel_initializer=keras.initializers.HeNormal(seed=3),
+        bias_initializer="ones",
+        kernel_regularizer=keras.regularizers.L2(0.01),
+        bias_regularizer=keras.regularizers.L1(0.02),
+        activity_regularizer=keras.regularizers.L2(0.03),
+        kernel_constraint=keras.constraints.MaxNorm(2.0, axis=list(range(rank + 1))),
+        bias_constraint=keras.constraints.NonNeg(),
+    )
+
+
+def _constructor_arguments(layer_cls):
+    names = set(inspect.signature(layer_cls.__init__).parameters)
     return sorted(names - {"self", "kwargs"})
 
 
-def test_registered_name():
-    assert (
-        keras.saving.get_registered_name(ChannelConv2D) == "channelconv>ChannelConv2D"
-    )
-    assert (
-        keras.saving.get_registered_object("channelconv>ChannelConv2D") is ChannelConv2D
-    )
-    serialized = keras.saving.serialize_keras_object(ChannelConv2D(2, 1))
-    assert serialized["registered_name"] == "channelconv>ChannelConv2D"
+@pytest.mark.parametrize("rank", RANKS, ids=RANK_IDS)
+def test_registered_name(rank):
+    layer_cls = LAYERS[rank]
+    name = f"channelconv>ChannelConv{rank}D"
+    assert layer_cls.__name__ == f"ChannelConv{rank}D"
+    assert keras.saving.get_registered_name(layer_cls) == name
+    assert keras.saving.get_registered_object(name) is layer_cls
+    serialized = keras.saving.serialize_keras_object(layer_cls(2, 1))
+    assert serialized["registered_name"] == name
+    serialized = json.loads(json.dumps(serialized))
+    restored = keras.saving.deserialize_keras_object(serialized)
+    assert type(restored) is layer_cls and restored.rank == rank
 
 
-def test_get_config_holds_every_constructor_argument():
-    config = ChannelConv2D(4, 3).get_config()
-    missing = set(_constructor_arguments()) - set(config)
+@pytest.mark.parametrize("rank", RANKS, ids=RANK_IDS)
+def test_get_config_holds_every_constructor_argument(rank):
+    config = LAYERS[rank](4, 3).get_config()
+    missing = set(_constructor_arguments(LAYERS[rank])) - set(config)
     assert not missing
     assert {"name", "trainable", "dtype"} <= set(config)
+    assert tuple(config["kernel_size"]) == (3,) * rank
+    assert tuple(config["strides"]) == tuple(config["dilation_rate"]) == (1,) * rank
 
 
-@pytest.mark.parametrize(
-    "overrides, at_default",
-    [
-        pytest.param({}, "dilation_rate", id="strides"),
-        pytest.param(dict(strides=1, dilation_rate=(2, 1)), "strides", id="dilation"),
-    ],
-)
-def test_every_argument_survives_from_config(overrides, at_default):
+FROM_CONFIG = [
+    pytest.param(rank, overrides, at_default, id=f"{rank}d-{case_id}")
+    for rank in RANKS
+    for case_id, overrides, at_default, ranks in [
+        ("strides", {}, "dilation_rate", RANKS),
+        (
+            "dilation",
+            dict(strides=1, dilation_rate=(2,) + (1,) * (rank - 1)),
+            "strides",
+            RANKS,
+        ),
+        ("causal-strides", dict(padding="causal"), "dilation_rate", (1,)),
+    ]
+    if rank in ranks
+]
+
+
+@pytest.mark.parametrize("rank, overrides, at_default", FROM_CONFIG)
+def test_every_argument_survives_from_config(rank, overrides, at_default):
     """Each argument, set away from its default, is carried by the config."""
-    kwargs = dict(NON_DEFAULT, **overrides)
-    assert sorted(kwargs) == _constructor_arguments()
-    layer = ChannelConv2D(**kwargs)
+    layer_cls = LAYERS[rank]
+    kwargs = dict(_non_default(rank), **overrides)
+    assert sorted(kwargs) == _constructor_arguments(layer_cls)
+    layer = layer_cls(**kwargs)
     config = layer.get_config()
     json.dumps(config)  # JSON-friendly
-    default_config = ChannelConv2D(4, 1).get_config()
+    default_config = layer_cls(4, 1).get_config()
     for name in set(kwargs) - {at_default}:
         assert config[name] != default_config[name], name
-    clone = ChannelConv2D.from_config(config)
+    clone = layer_cls.from_config(json.loads(json.dumps(config)))
+    assert type(clone) is layer_cls
     assert clone.get_config() == config
     # Spot-check that the values, not only the keys, came back.
-    assert clone.kernel_size == (2, 3) and clone.filters == 5
+    assert clone.kernel_size == _sizes(rank, 2, 3, 2) and clone.filters == 5
+    for name in ("strides", "dilation_rate"):
+        given = kwargs[name]
+        assert getattr(clone, name) == ((given,) * rank if given == 1 else given)
     assert clone.reduction == "concat" and clone.implementation == "per_channel"
-    assert clone.data_format == "channels_first" and clone.padding == "same"
+    assert clone.data_format == "channels_first"
+    assert clone.padding == kwargs["padding"]
     assert clone.use_bias is False
     assert keras.activations.serialize(clone.activation) == "relu"
     assert clone.kernel_constraint.max_value == 2.0
-    assert list(clone.kernel_constraint.axis) == [0, 1, 2]
+    assert list(clone.kernel_constraint.axis) == list(range(rank + 1))
     assert float(clone.frozen_initializer.value) == 0.25
 
 
@@ -133,26 +168,29 @@ HAND_MASK = _mask([(0, 0), (0, 3), (1, 1), (2, 2), (2, 3)])
         ),
     ],
 )
+@pytest.mark.parametrize("rank", RANKS, ids=RANK_IDS)
 def test_config_holds_resolved_frozen_set(
-    frozen, before_build, after_build, expected_mask
+    rank, frozen, before_build, after_build, expected_mask
 ):
-    layer = ChannelConv2D(4, 3, frozen=frozen)
+    layer = LAYERS[rank](4, 3, frozen=frozen)
     assert layer.get_config()["frozen"] == before_build
-    layer.build((None, 6, 6, 3))
+    input_shape = (None,) + (6,) * rank + (3,)
+    layer.build(input_shape)
     assert layer.get_config()["frozen"] == after_build
     np.testing.assert_array_equal(layer.frozen_mask, expected_mask)
     # A layer rebuilt from the resolved config, through JSON, freezes the
     # same kernels and writes the same config.
     config = json.loads(json.dumps(layer.get_config()))
-    clone = ChannelConv2D.from_config(config)
-    clone.build((None, 6, 6, 3))
+    clone = LAYERS[rank].from_config(config)
+    clone.build(input_shape)
     np.testing.assert_array_equal(clone.frozen_mask, expected_mask)
     assert clone.get_config() == layer.get_config()
 
 
-def test_question_mask_config_is_json_and_readable():
-    layer = ChannelConv2D(16, 3, frozen=QUESTION_FROZEN)
-    layer.build((None, 8, 8, 3))
+@pytest.mark.parametrize("rank", RANKS, ids=RANK_IDS)
+def test_question_mask_config_is_json_and_readable(rank):
+    layer = LAYERS[rank](16, 3, frozen=QUESTION_FROZEN)
+    layer.build((None,) + (8,) * rank + (3,))
     text = json.dumps(layer.get_config())
     # Kernels (0, 0)..(0, 4): the five high bits of channel 0's row, by hand.
     assert json.loads(text)["frozen"] == {
@@ -161,18 +199,20 @@ def test_question_mask_config_is_json_and_readable():
     }
 
 
-def test_large_built_layer_config_is_small_and_round_trips():
+@pytest.mark.parametrize("rank", RANKS, ids=RANK_IDS)
+def test_large_built_layer_config_is_small_and_round_trips(rank):
     mask = random_frozen_mask(512, 512, 100_000, seed=7)
-    layer = ChannelConv2D(512, 1, frozen=mask)
-    layer.build((None, 1, 1, 512))
+    layer = LAYERS[rank](512, 1, frozen=mask)
+    input_shape = (None,) + (1,) * rank + (512,)
+    layer.build(input_shape)
     text = json.dumps(layer.get_config())
     # 512 rows of 128 hex digits (about 68 kB) plus the other arguments. The
     # 0.1.0 format, one JSON boolean per kernel, takes about 1.8 MB.
     bound = 80_000
     assert len(text) < bound
     assert len(json.dumps(mask.tolist())) > 10 * bound
-    clone = ChannelConv2D.from_config(json.loads(text))
-    clone.build((None, 1, 1, 512))
+    clone = LAYERS[rank].from_config(json.loads(text))
+    clone.build(input_shape)
     np.testing.assert_array_equal(clone.frozen_mask, mask)
     assert json.dumps(clone.get_config()) == text
 
@@ -189,8 +229,8 @@ def _full_kernel(layer, mask):
     trainable = to_numpy(layer.trainable_kernels)
     frozen = to_numpy(layer.frozen_kernels)
     kernel = np.zeros(layer.kernel_size + mask.shape, dtype=trainable.dtype)
-    kernel[:, :, ~mask] = trainable  # both in (channel, filter) row-major order
-    kernel[:, :, mask] = frozen
+    kernel[..., ~mask] = trainable  # both in (channel, filter) row-major order
+    kernel[..., mask] = frozen
     return kernel
 
 
@@ -227,114 +267,180 @@ def test_model_saved_by_0_1_0_loads():
     np.testing.assert_allclose(y, stored["y"], rtol=1e-5, atol=1e-5)
 
 
-# Arguments normalised in __init__: each stored canonically, as Keras's own
-# Conv2D stores it where Conv2D takes the argument.
+# Arguments normalised in __init__: each stored canonically, as the Keras
+# convolution of the rank stores it where it takes the argument.
 NORMALISED = [
-    pytest.param("data_format", "Channels_First", "channels_first", id="data_format"),
-    pytest.param("data_format", "CHANNELS_LAST", "channels_last", id="data_format-upper"),
-    pytest.param("padding", "Same", "same", id="padding"),
-    pytest.param("reduction", "Concat", "concat", id="reduction"),
-    pytest.param("implementation", "PER_CHANNEL", "per_channel", id="implementation"),
-    pytest.param("use_bias", np.True_, True, id="use_bias-numpy-true"),
-    pytest.param("use_bias", np.False_, False, id="use_bias-numpy-false"),
+    pytest.param(rank, name, given, stored, id=f"{rank}d-{case_id}")
+    for rank in RANKS
+    for case_id, name, given, stored, ranks in [
+        ("data_format", "data_format", "Channels_First", "channels_first", RANKS),
+        ("data_format-upper", "data_format", "CHANNELS_LAST", "channels_last", RANKS),
+        ("padding", "padding", "Same", "same", RANKS),
+        ("padding-causal", "padding", "Causal", "causal", (1,)),
+        ("reduction", "reduction", "Concat", "concat", RANKS),
+        ("implementation", "implementation", "PER_CHANNEL", "per_channel", RANKS),
+        ("use_bias-numpy-true", "use_bias", np.True_, True, RANKS),
+        ("use_bias-numpy-false", "use_bias", np.False_, False, RANKS),
+    ]
+    if rank in ranks
 ]
 
 
-@pytest.mark.parametrize("name, given, stored", NORMALISED)
-def test_arguments_are_normalised(name, given, stored):
-    layer = ChannelConv2D(4, 3, **{name: given})
+@pytest.mark.parametrize("rank, name, given, stored", NORMALISED)
+def test_arguments_are_normalised(rank, name, given, stored):
+    layer = LAYERS[rank](4, 3, **{name: given})
     assert getattr(layer, name) == stored
     assert type(getattr(layer, name)) is type(stored)
     config = layer.get_config()
     assert config[name] == stored and type(config[name]) is type(stored)
     json.dumps(config)
-    assert ChannelConv2D.from_config(config).get_config() == config
+    assert LAYERS[rank].from_config(config).get_config() == config
     if name in ("data_format", "padding", "use_bias"):
-        keras_layer = keras.layers.Conv2D(4, 3, **{name: given})
+        keras_layer = CONVS[rank](4, 3, **{name: given})
         assert getattr(keras_layer, name) == stored
 
 
+def _harness_cases(rank):
+    """``run_layer_test`` cases of one rank: ``(id, init_kwargs, input_shape,
+    output_shape, n_trainable, n_non_trainable)``, shapes with the batch."""
+    cases = [
+        (
+            "question-layer",
+            dict(filters=16, kernel_size=3, frozen=QUESTION_FROZEN),
+            (2, *_sizes(rank, 8, 8, 8), 3),
+            (2, *_sizes(rank, 6, 6, 6), 16),
+            2,
+            1,
+        ),
+        (
+            "concat-per_channel-random-mask",
+            dict(
+                filters=4,
+                kernel_size=_sizes(rank, 2, 3, 2),
+                frozen=random_frozen_mask(3, 4, 5, seed=1),
+                frozen_initializer=keras.initializers.RandomNormal(seed=2),
+                reduction="concat",
+                implementation="per_channel",
+                strides=2,
+                padding="same",
+            ),
+            (2, *_sizes(rank, 7, 7, 7), 3),
+            (2, *_sizes(rank, 4, 4, 4), 12),
+            2,
+            1,
+        ),
+        (
+            "concat-fused-channels_first",
+            dict(
+                filters=2,
+                kernel_size=2,
+                frozen=[(0, 1), (2, 0)],
+                frozen_initializer=keras.initializers.Constant(-0.5),
+                reduction="concat",
+                data_format="channels_first",
+            ),
+            (2, 3, *_sizes(rank, 5, 6, 7)),
+            (2, 6, *_sizes(rank, 4, 5, 6)),
+            2,
+            1,
+        ),
+        (
+            "channels_first-dilated-regularized",
+            dict(
+                filters=3,
+                kernel_size=3,
+                frozen=[(1, 2)],
+                data_format="channels_first",
+                dilation_rate=2,
+                activation="tanh",
+                kernel_initializer=keras.initializers.HeNormal(seed=4),
+                bias_initializer=keras.initializers.Constant(0.1),
+                kernel_regularizer=keras.regularizers.L2(0.01),
+                bias_regularizer="l1",
+                activity_regularizer="l2",
+                kernel_constraint=keras.constraints.MaxNorm(
+                    3.0, axis=list(range(rank + 1))
+                ),
+                bias_constraint="non_neg",
+            ),
+            (2, 2, *_sizes(rank, 7, 8, 9)),
+            (2, 3, *_sizes(rank, 3, 4, 5)),
+            2,
+            1,
+        ),
+        (
+            "nothing-frozen-no-bias",
+            dict(filters=4, kernel_size=3, use_bias=False),
+            (2, *_sizes(rank, 6, 6, 6), 3),
+            (2, *_sizes(rank, 4, 4, 4), 4),
+            1,
+            1,
+        ),
+        (
+            "everything-frozen",
+            dict(
+                filters=4,
+                kernel_size=3,
+                frozen=np.ones((3, 4), dtype=bool),
+                frozen_initializer=keras.initializers.Constant(0.5),
+            ),
+            (2, *_sizes(rank, 6, 6, 6), 3),
+            (2, *_sizes(rank, 4, 4, 4), 4),
+            2,
+            1,
+        ),
+    ]
+    if rank == 1:  # causal padding keeps the length, strided: ceil(length / 2)
+        cases += [
+            (
+                "causal-dilated-sum",
+                dict(filters=4, kernel_size=3, padding="causal", dilation_rate=2,
+                     frozen=[(0, 0), (1, 3)]),
+                (2, 9, 3),
+                (2, 9, 4),
+                2,
+                1,
+            ),
+            (
+                "causal-strided-concat-channels_first",
+                dict(filters=2, kernel_size=2, padding="causal", strides=2,
+                     reduction="concat", frozen=[(1, 1)],
+                     frozen_initializer=keras.initializers.Constant(0.25),
+                     data_format="channels_first"),
+                (2, 3, 9),
+                (2, 6, 5),
+                2,
+                1,
+            ),
+            (
+                "causal-concat-per_channel",
+                dict(filters=3, kernel_size=4, padding="causal", reduction="concat",
+                     implementation="per_channel", frozen=[(0, 2), (2, 0)]),
+                (2, 6, 3),
+                (2, 6, 9),
+                2,
+                1,
+            ),
+        ]
+    return cases
+
+
 HARNESS_CASES = [
-    pytest.param(
-        dict(filters=16, kernel_size=3, frozen=QUESTION_FROZEN),
-        (2, 8, 8, 3),
-        (2, 6, 6, 16),
-        2,
-        1,
-        id="question-layer",
-    ),
-    pytest.param(
-        dict(
-            filters=4,
-            kernel_size=(2, 3),
-            frozen=random_frozen_mask(3, 4, 5, seed=1),
-            frozen_initializer=keras.initializers.RandomNormal(seed=2),
-            reduction="concat",
-            implementation="per_channel",
-            strides=2,
-            padding="same",
-        ),
-        (2, 7, 7, 3),
-        (2, 4, 4, 12),
-        2,
-        1,
-        id="concat-per_channel-random-mask",
-    ),
-    pytest.param(
-        dict(
-            filters=3,
-            kernel_size=3,
-            frozen=[(1, 2)],
-            data_format="channels_first",
-            dilation_rate=2,
-            activation="tanh",
-            kernel_initializer=keras.initializers.HeNormal(seed=4),
-            bias_initializer=keras.initializers.Constant(0.1),
-            kernel_regularizer=keras.regularizers.L2(0.01),
-            bias_regularizer="l1",
-            activity_regularizer="l2",
-            kernel_constraint=keras.constraints.MaxNorm(3.0, axis=[0, 1, 2]),
-            bias_constraint="non_neg",
-        ),
-        (2, 2, 7, 8),
-        (2, 3, 3, 4),
-        2,
-        1,
-        id="channels_first-dilated-regularized",
-    ),
-    pytest.param(
-        dict(filters=4, kernel_size=3, use_bias=False),
-        (2, 6, 6, 3),
-        (2, 4, 4, 4),
-        1,
-        1,
-        id="nothing-frozen-no-bias",
-    ),
-    pytest.param(
-        dict(
-            filters=4,
-            kernel_size=3,
-            frozen=np.ones((3, 4), dtype=bool),
-            frozen_initializer=keras.initializers.Constant(0.5),
-        ),
-        (2, 6, 6, 3),
-        (2, 4, 4, 4),
-        2,
-        1,
-        id="everything-frozen",
-    ),
+    pytest.param(rank, *case[1:], id=f"{rank}d-{case[0]}")
+    for rank in RANKS
+    for case in _harness_cases(rank)
 ]
 
 
 @pytest.mark.parametrize(
-    "init_kwargs, input_shape, output_shape, n_trainable, n_non_trainable",
+    "rank, init_kwargs, input_shape, output_shape, n_trainable, n_non_trainable",
     HARNESS_CASES,
 )
 def test_layer_harness(
-    tmp_path, init_kwargs, input_shape, output_shape, n_trainable, n_non_trainable
+    tmp_path, rank, init_kwargs, input_shape, output_shape, n_trainable, n_non_trainable
 ):
     run_layer_test(
-        ChannelConv2D,
+        LAYERS[rank],
         init_kwargs,
         input_shape,
         output_shape,
@@ -351,62 +457,103 @@ def test_layer_harness(
         pytest.param(np.ones((3, 4), dtype=bool), 0, 12, id="everything-frozen"),
     ],
 )
-def test_zero_size_variables_save_and_load(tmp_path, frozen, n_trainable, n_frozen):
-    inputs = keras.Input(shape=(6, 6, 3))
-    layer = ChannelConv2D(
+@pytest.mark.parametrize("rank", RANKS, ids=RANK_IDS)
+def test_zero_size_variables_save_and_load(tmp_path, rank, frozen, n_trainable, n_frozen):
+    inputs = keras.Input(shape=(6,) * rank + (3,))
+    layer = LAYERS[rank](
         4, 3, frozen=frozen, frozen_initializer=keras.initializers.Constant(-0.5)
     )
     model = keras.Model(inputs, layer(inputs))
-    assert tuple(layer.trainable_kernels.shape) == (3, 3, n_trainable)
-    assert tuple(layer.frozen_kernels.shape) == (3, 3, n_frozen)
-    x = np.random.default_rng(0).normal(size=(2, 6, 6, 3)).astype("float32")
+    kernel_size = (3,) * rank
+    assert tuple(layer.trainable_kernels.shape) == kernel_size + (n_trainable,)
+    assert tuple(layer.frozen_kernels.shape) == kernel_size + (n_frozen,)
+    x = layer_input("channels_last", (6,) * rank, 3)
     path = str(tmp_path / "m.keras")
     model.save(path)
-    loaded = keras.saving.load_model(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
     np.testing.assert_array_equal(to_numpy(loaded(x)), to_numpy(model(x)))
     loaded_layer = loaded.layers[1]
+    assert type(loaded_layer) is LAYERS[rank]
     np.testing.assert_array_equal(loaded_layer.frozen_mask, layer.frozen_mask)
-    assert tuple(loaded_layer.trainable_kernels.shape) == (3, 3, n_trainable)
-    assert tuple(loaded_layer.frozen_kernels.shape) == (3, 3, n_frozen)
+    assert tuple(loaded_layer.trainable_kernels.shape) == kernel_size + (n_trainable,)
+    assert tuple(loaded_layer.frozen_kernels.shape) == kernel_size + (n_frozen,)
     if n_frozen:
         assert np.array_equal(
-            to_numpy(loaded_layer.kernel), np.full((3, 3, 3, 4), -0.5, "float32")
+            to_numpy(loaded_layer.kernel), np.full(kernel_size + (3, 4), -0.5, "float32")
         )
 
 
-def test_sequential_model_save_load_keeps_outputs_and_masks(tmp_path):
+# The first layer's padding: causal where the rank has it.
+FIRST_PADDING = {1: "causal", 2: "valid", 3: "same"}
+
+
+@pytest.mark.parametrize("rank", RANKS, ids=RANK_IDS)
+def test_sequential_model_save_load_keeps_outputs_and_masks(tmp_path, rank):
+    first_pairs = [(0, 0), (1, 3)]
     mask = random_frozen_mask(4, 4, 6, seed=5)
+    second_mask = mask[:, :2]
     model = keras.Sequential(
         [
-            keras.Input(shape=(8, 8, 3)),
-            ChannelConv2D(4, 3, frozen=[(0, 0), (1, 3)], name="first"),
+            keras.Input(shape=(8,) * rank + (3,)),
+            LAYERS[rank](
+                4,
+                3,
+                frozen=first_pairs,
+                padding=FIRST_PADDING[rank],
+                bias_initializer=keras.initializers.RandomNormal(seed=1),
+                name="first",
+            ),
             keras.layers.ReLU(),
-            ChannelConv2D(
+            LAYERS[rank](
                 2,
                 3,
-                frozen=mask[:, :2],
+                frozen=second_mask,
                 reduction="concat",
                 frozen_initializer=keras.initializers.Constant(0.3),
+                bias_initializer=keras.initializers.RandomNormal(seed=2),
                 name="second",
             ),
         ]
     )
-    x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
+    x = layer_input("channels_last", (8,) * rank, 3)
     path = str(tmp_path / "seq.keras")
     model.save(path)
-    loaded = keras.saving.load_model(path)
-    np.testing.assert_array_equal(to_numpy(loaded(x)), to_numpy(model(x)))
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    y = to_numpy(loaded(x))
+    np.testing.assert_array_equal(y, to_numpy(model(x)))
     for name in ("first", "second"):
-        np.testing.assert_array_equal(
-            loaded.get_layer(name).frozen_mask, model.get_layer(name).frozen_mask
-        )
-        np.testing.assert_array_equal(
-            to_numpy(loaded.get_layer(name).kernel),
-            to_numpy(model.get_layer(name).kernel),
-        )
-    assert loaded.get_layer("second").frozen_mask.sum() == mask[:, :2].sum()
+        loaded_layer, layer = loaded.get_layer(name), model.get_layer(name)
+        assert type(loaded_layer) is LAYERS[rank]
+        np.testing.assert_array_equal(loaded_layer.frozen_mask, layer.frozen_mask)
+        for variable in ("trainable_kernels", "frozen_kernels", "bias"):
+            np.testing.assert_array_equal(
+                to_numpy(getattr(loaded_layer, variable)),
+                to_numpy(getattr(layer, variable)),
+            )
+    # The loaded model is the convolution of the kernels put together here
+    # from the loaded variables and the masks as given.
+    first_mask = np.zeros((3, 4), dtype=bool)
+    first_mask[tuple(zip(*first_pairs))] = True
+    first, second = loaded.get_layer("first"), loaded.get_layer("second")
+    np.testing.assert_array_equal(first.frozen_mask, first_mask)
+    np.testing.assert_array_equal(second.frozen_mask, second_mask)
+    first_kernel = _full_kernel(first, first_mask)
+    second_kernel = _full_kernel(second, second_mask)
+    assert not first_kernel[..., first_mask].any()
+    assert (second_kernel[..., second_mask] == np.float32(0.3)).all()
+    hidden = np.maximum(
+        numpy_conv(x, first_kernel, padding=FIRST_PADDING[rank], bias=to_numpy(first.bias)),
+        0.0,
+    )
+    expected = numpy_conv(
+        hidden, second_kernel, reduction="concat", bias=to_numpy(second.bias)
+    )
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
     # The JSON config round-trips too.
     rebuilt = keras.models.model_from_json(model.to_json())
-    np.testing.assert_array_equal(
-        rebuilt.get_layer("first").frozen_mask, model.get_layer("first").frozen_mask
-    )
+    for name in ("first", "second"):
+        assert type(rebuilt.get_layer(name)) is LAYERS[rank]
+        np.testing.assert_array_equal(
+            rebuilt.get_layer(name).frozen_mask, model.get_layer(name).frozen_mask
+        )
+    assert rebuilt.get_layer("first").padding == FIRST_PADDING[rank]

@@ -9,18 +9,25 @@ from channelconv.assembly import KernelAssembly
 from channelconv.mask import frozen_to_config, parse_frozen, resolve_frozen
 from channelconv.ops import IMPLEMENTATIONS, REDUCTIONS, add_bias, convolve
 
+# Keras's paddings by rank: only 1-D convolutions have "causal".
+PADDINGS = {1: ("valid", "same", "causal"), 2: ("valid", "same"), 3: ("valid", "same")}
+
 
 class BaseChannelConv(keras.layers.Layer):
     """A convolution whose individual (input channel, filter) kernels may be frozen.
 
-    The public layers (:class:`channelconv.ChannelConv2D`) document the
-    arguments; this base takes the same ones plus ``rank``, the number of
-    spatial dimensions.
+    The public layers (:class:`channelconv.ChannelConv1D`,
+    :class:`~channelconv.ChannelConv2D`, :class:`~channelconv.ChannelConv3D`)
+    document the arguments. Each is this base with its class attribute
+    ``rank``, the number of spatial dimensions, set: unlike Keras's
+    ``BaseConv``, which takes ``rank`` as an argument and whose subclasses
+    repeat its twenty arguments, one signature serves every rank here.
     """
+
+    rank = None  # set by each public layer
 
     def __init__(
         self,
-        rank,
         filters,
         kernel_size,
         frozen=None,
@@ -42,8 +49,14 @@ class BaseChannelConv(keras.layers.Layer):
         bias_constraint=None,
         **kwargs,
     ):
+        if self.rank not in PADDINGS:
+            raise TypeError(
+                f"{type(self).__name__} has no rank: use ChannelConv1D, "
+                "ChannelConv2D or ChannelConv3D, or set the class attribute "
+                f"`rank` to 1, 2 or 3. Received: rank={self.rank!r}."
+            )
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
-        self.rank = rank
+        rank = self.rank
         self.filters = check.positive_int(filters, "filters")
         self.kernel_size = check.int_tuple(kernel_size, rank, "kernel_size")
         self.strides = check.int_tuple(strides, rank, "strides")
@@ -54,7 +67,7 @@ class BaseChannelConv(keras.layers.Layer):
                 f"`dilation_rate > 1`. Received: strides={self.strides} and "
                 f"dilation_rate={self.dilation_rate}."
             )
-        self.padding = check.choice(padding, ("valid", "same"), "padding")
+        self.padding = check.choice(padding, PADDINGS[rank], "padding")
         self.data_format = check.choice(
             keras.config.image_data_format() if data_format is None else data_format,
             ("channels_last", "channels_first"),
@@ -82,10 +95,10 @@ class BaseChannelConv(keras.layers.Layer):
     def build(self, input_shape):
         input_shape = tuple(input_shape)
         if len(input_shape) != self.rank + 2:
+            spatial = f"{self.rank} spatial dimension{'s' * (self.rank > 1)}"
             raise ValueError(
                 f"{type(self).__name__} expects inputs of rank {self.rank + 2} "
-                f"(batch, {self.rank} spatial dimensions, channels). Received "
-                f"input_shape={input_shape}."
+                f"(batch, {spatial}, channels). Received input_shape={input_shape}."
             )
         in_channels = input_shape[self._channel_axis]
         if in_channels is None:
@@ -208,7 +221,7 @@ class BaseChannelConv(keras.layers.Layer):
             if size is None:
                 out.append(None)
                 continue
-            if self.padding == "valid":
+            if self.padding == "valid":  # "same" and "causal" keep the size
                 size = size - d * (k - 1)
             length = (size + s - 1) // s
             if length < 1:
