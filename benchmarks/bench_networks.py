@@ -6,6 +6,7 @@ Run from the repository root, once per oneDNN setting::
     TF_ENABLE_ONEDNN_OPTS=1 python benchmarks/bench_networks.py
     python benchmarks/bench_networks.py --quick                    # MobileNetV2 only
     python benchmarks/bench_networks.py --large                    # ResNet50 at 224x224
+    TF_ENABLE_ONEDNN_OPTS=1 python benchmarks/bench_networks.py --rounds 20   # less noise, ~2.5x longer
     python benchmarks/bench_networks.py --report benchmarks/results/bench_networks_onednn-off.json
 
 It writes ``bench_networks_onednn-off.{json,md}`` (or ``-on``; ``_quick`` and
@@ -188,6 +189,8 @@ def main(argv=None):
     group.add_argument("--quick", action="store_true", help="MobileNetV2 at 10%% only")
     group.add_argument("--large", action="store_true", help="ResNet50 at 224x224, 10%% frozen")
     parser.add_argument("--out", default=RESULTS, help="output directory (default: %(default)s)")
+    parser.add_argument("--rounds", type=int,
+                        help="rounds per step kind (default: 8; written as bench_networks_long_*)")
     parser.add_argument("--report", metavar="JSON",
                         help="time nothing: rewrite the Markdown of a recorded JSON")
     args = parser.parse_args(argv)
@@ -201,6 +204,8 @@ def main(argv=None):
     plan, name = ((QUICK, "bench_networks_quick") if args.quick
                   else (LARGE, "bench_networks_large") if args.large
                   else (FULL, "bench_networks"))
+    if args.rounds:
+        plan, name = dict(plan, rounds=args.rounds), name.replace("networks", "networks_long")
     write_setting_reports(run(plan), args.out, name, markdown)
 
 

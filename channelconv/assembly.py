@@ -11,10 +11,11 @@ the inverse permutation of the incoming gradient: a gather each way, exact
 
 Every call of a layer pays one gather (and a training step one more for the
 gradient), so its speed is what a converted network pays over the Keras one.
-TensorFlow's own CPU gather costs 5 to 8 ns per element; the same gather
-compiled with XLA costs about what a copy costs, 1.3 to 1.7 ns per element
-(2 CPU cores, TensorFlow 2.21; ``docs/performance.md``), so the gathers here
-are XLA-compiled, as a separate small cluster each, whatever the caller
+On the kernels of whole converted networks, TensorFlow's own CPU gather
+costs 2.3 to 4.2 ns per element, the same gather compiled with XLA 0.7 to
+1.8 ns, and a plain copy 0.3 to 0.75 ns (2 CPU cores, TensorFlow 2.21;
+``benchmarks/bench_assembly.py``, ``docs/performance.md``), so the gathers
+here are XLA-compiled, as a separate small cluster each, whatever the caller
 compiles.
 """
 

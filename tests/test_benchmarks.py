@@ -359,7 +359,9 @@ def test_network_benchmark_writes_one_file_pair_per_setting(bench_networks, tmp_
 
 
 @pytest.mark.parametrize(
-    "script", ["bench_conv.py", "bench_networks.py", "bench_routing.py", "bench_assembly.py"]
+    "script",
+    ["bench_conv.py", "bench_networks.py", "bench_routing.py", "bench_assembly.py",
+     "bench_grouped.py"],
 )
 def test_script_runs_from_the_command_line(script):
     """``python benchmarks/<script> --help``: its main is reached and parses."""
