@@ -343,3 +343,22 @@ def test_frozen_initializer_sets_frozen_values(initializer, rank):
     np.testing.assert_array_equal(kernel[..., mask], full[..., mask])
     assert np.all(kernel[..., mask] != 0)
     assert not np.array_equal(kernel[..., ~mask], full[..., ~mask])
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["function", "xla"])
+@pytest.mark.parametrize(
+    "padding, strides", [("same", 2), ("valid", 1), ("same", (1, 2, 1))],
+    ids=["same-stride2", "valid", "same-stride1x2x1"],
+)
+def test_3d_concat_in_a_function_of_unknown_shape(padding, strides, jit):
+    """The depth-tap path with every size unknown while tracing (one trace)."""
+    layer = _layer(3, dict(kernel_size=3, padding=padding, strides=strides), "concat", "fused")
+    layer.build((None, None, None, None, IN_CHANNELS))
+    spec = tf.TensorSpec((None, None, None, None, IN_CHANNELS))
+    fn = tf.function(layer.__call__, input_signature=[spec], jit_compile=jit)
+    for spatial in ((5, 7, 6), (8, 4, 5)):
+        x = _input(3, "channels_last", spatial)
+        np.testing.assert_allclose(
+            to_numpy(fn(x)), _numpy_reference(layer, x), atol=ATOL, rtol=RTOL
+        )
+    assert fn.experimental_get_tracing_count() == 1
