@@ -22,12 +22,16 @@ compiles.
 import numpy as np
 import tensorflow as tf
 
+from channelconv.take import LastAxisTake
+
 
 class KernelAssembly:
     """How a layer's full kernel is made from its compact kernels.
 
     Made once, when the layer is built, from the frozen mask; calling it
-    assembles the kernel, with the exact gradient.
+    assembles the kernel, with the exact gradient. :meth:`taker` makes any
+    other selection of kernels (the sparse implementation's blocks) the
+    same way.
 
     Args:
         frozen_mask: boolean array ``(in_channels, filters)``, ``True`` where
@@ -51,11 +55,16 @@ class KernelAssembly:
     ([0, 2, 3], [1])
     >>> assembly.index.tolist()
     [0, 3, 1, 2]
-    >>> kernel = assembly(tf.constant([[[1.0, 3.0, 4.0]]]), tf.constant([[[2.0]]]))
+    >>> trainable, frozen = tf.constant([[[1.0, 3.0, 4.0]]]), tf.constant([[[2.0]]])
+    >>> kernel = assembly(trainable, frozen)
     >>> kernel.numpy().reshape(-1).tolist()
     [1.0, 2.0, 3.0, 4.0]
     >>> [part.reshape(-1).tolist() for part in assembly.split(kernel.numpy())]
     [[1.0, 3.0, 4.0], [2.0]]
+    >>> assembly.taker([3, -1, 1])(trainable, frozen).numpy().reshape(-1).tolist()
+    [4.0, 0.0, 2.0]
+    >>> assembly.taker([3, -1, 1], frozen=False)(trainable).numpy().reshape(-1).tolist()
+    [4.0, 0.0, 0.0]
     """
 
     def __init__(self, frozen_mask, kernel_size):
@@ -65,9 +74,30 @@ class KernelAssembly:
         self.trainable_positions = np.flatnonzero(~flat)
         self.frozen_positions = np.flatnonzero(flat)
         order = np.concatenate([self.trainable_positions, self.frozen_positions])
-        index = np.argsort(order).astype(np.int32)
-        self.index = None if np.array_equal(index, np.arange(flat.size)) else index
-        self._take = tf.function(_take_last, jit_compile=True, autograph=False)
+        self._slot = np.argsort(order)  # kernel number -> storage slot
+        self._full = self.taker(np.arange(flat.size))
+        self.index = None if self._full.identity else self._full.index
+
+    def taker(self, numbers, frozen=True):
+        """A :class:`~channelconv.take.LastAxisTake` of kernels by number.
+
+        Args:
+            numbers: 1-D ints, kernel numbers ``c * filters + f``, or ``-1``
+                for a zero kernel; no kernel number twice.
+            frozen: if ``False``, frozen kernels are taken as zeros and the
+                result is called with the trainable kernels alone.
+
+        Returns:
+            A callable ``(trainable, frozen) -> kernels`` (``trainable ->
+            kernels`` if not ``frozen``) of shape ``kernel_size +
+            (len(numbers),)``, with the exact gradient.
+        """
+        numbers = np.asarray(numbers, dtype=np.int64)
+        index = np.where(numbers < 0, -1, self._slot[np.maximum(numbers, 0)])
+        n_trainable = self.trainable_positions.size
+        if not frozen:
+            return LastAxisTake(np.where(index >= n_trainable, -1, index), n_trainable)
+        return LastAxisTake(index, (n_trainable, self.frozen_positions.size))
 
     def __call__(self, trainable, frozen):
         """The full kernel from ``trainable`` and ``frozen``.
@@ -80,33 +110,7 @@ class KernelAssembly:
         Returns:
             A tensor of shape :attr:`kernel_shape` in ``trainable``'s dtype.
         """
-        trainable = tf.convert_to_tensor(trainable)
-        frozen = tf.convert_to_tensor(frozen)
-        if self.index is None:
-            if not self.frozen_positions.size:
-                return tf.reshape(trainable, self.kernel_shape)
-            stacked = tf.concat([trainable, tf.cast(frozen, trainable.dtype)], axis=-1)
-            return tf.reshape(stacked, self.kernel_shape)
-        return self._permuted(trainable, frozen)
-
-    def _permuted(self, trainable, frozen):
-        take, shape = self._take, self.kernel_shape
-        index = tf.constant(self.index)
-        trainable_positions = tf.constant(self.trainable_positions, tf.int32)
-        frozen_positions = tf.constant(self.frozen_positions, tf.int32)
-
-        @tf.custom_gradient
-        def permute(t, f):
-            full = take(tf.concat([t, tf.cast(f, t.dtype)], axis=-1), index)
-
-            def grad(upstream):
-                flat = tf.reshape(upstream, shape[:-2] + (-1,))
-                d_frozen = take(flat, frozen_positions)
-                return take(flat, trainable_positions), tf.cast(d_frozen, f.dtype)
-
-            return tf.reshape(full, shape), grad
-
-        return permute(trainable, frozen)
+        return tf.reshape(self._full(trainable, frozen), self.kernel_shape)
 
     def split(self, kernel):
         """The inverse of the assembly: a full kernel to its compact parts.
@@ -120,7 +124,3 @@ class KernelAssembly:
         kernel = np.asarray(kernel)
         flat = kernel.reshape(kernel.shape[:-2] + (-1,))
         return flat[..., self.trainable_positions], flat[..., self.frozen_positions]
-
-
-def _take_last(values, positions):
-    return tf.gather(values, positions, axis=-1)

@@ -15,7 +15,8 @@ import sys
 
 from channelconv import demo, reproduce
 from channelconv.demo import DEFAULTS
-from channelconv.ops import IMPLEMENTATIONS, REDUCTIONS
+from channelconv.layers.base import IMPLEMENTATIONS
+from channelconv.ops import REDUCTIONS
 from channelconv.report import EXIT_FAILED
 
 EXIT_USAGE = 2

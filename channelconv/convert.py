@@ -36,7 +36,7 @@ _CONVS = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D, 3: keras.layers.Conv3D
 _DEPTHWISE = {1: keras.layers.DepthwiseConv1D, 2: keras.layers.DepthwiseConv2D}
 
 
-def from_conv(conv, frozen=None, frozen_values="zeros"):
+def from_conv(conv, frozen=None, frozen_values="zeros", implementation="fused"):
     """Returns the channel convolution equivalent to a built Keras convolution.
 
     The source decides the semantics and the rank: ``keras.layers.Conv1D``,
@@ -78,6 +78,13 @@ def from_conv(conv, frozen=None, frozen_values="zeros"):
         frozen_values: ``"zeros"`` (default) sets the frozen kernels to
             exactly zero (they are pruned); ``"keep"`` freezes them at their
             pretrained values.
+        implementation: the new layer's ``implementation``: ``"fused"``
+            (default), ``"per_channel"``, ``"sparse"`` or ``"auto"``. A
+            grouped source with ``"auto"`` or ``"sparse"`` runs its groups as
+            separate dense convolutions where that is faster (see
+            ``docs/performance.md``, "Sparse"). ``"sparse"`` needs frozen
+            kernels at zero, so it refuses ``frozen_values="keep"`` with a
+            non-zero frozen kernel; ``"auto"`` then becomes ``"fused"``.
 
     Returns:
         A built ``ChannelConv1D``, ``ChannelConv2D`` or ``ChannelConv3D``,
@@ -116,6 +123,15 @@ def from_conv(conv, frozen=None, frozen_values="zeros"):
     >>> x = np.random.default_rng(0).normal(size=(2, 10, 4)).astype("float32")
     >>> bool(np.allclose(layer(x), grouped(x), atol=1e-6))
     True
+
+    With ``implementation="sparse"`` the layer runs its plan (at this size
+    one convolution; at 64 channels and more, one per group):
+
+    >>> sparse = from_conv(grouped, implementation="sparse")
+    >>> print(sparse.plan)  # doctest: +ELLIPSIS
+    SparsePlan(sum, 4 -> 6: ...
+    >>> bool(np.allclose(sparse(x), grouped(x), atol=1e-6))
+    True
     """
     frozen_values = check.choice(frozen_values, FROZEN_VALUES, "frozen_values")
     rank, kwargs, kernel, groups = _channel_conv_arguments(conv)
@@ -124,19 +140,21 @@ def from_conv(conv, frozen=None, frozen_values="zeros"):
         mask = resolve_frozen(parse_frozen(frozen, filters), in_channels, filters)
         if groups > 1:
             mask = mask | grouped_frozen_mask(in_channels, filters, groups)
-        layer = _CHANNEL_CONVS[rank](frozen=mask, **kwargs)
+        if frozen_values == "zeros":
+            kernel[..., mask] = 0
+        elif implementation == "auto" and kernel[..., mask].any():
+            implementation = "fused"  # frozen at non-zero values: nothing to skip
+        layer = _CHANNEL_CONVS[rank](frozen=mask, implementation=implementation, **kwargs)
         layer.build(_input_shape(layer, in_channels))
+        layer.assign_kernel(kernel)
     except (TypeError, ValueError) as error:
         raise type(error)(f"Cannot convert layer {conv.name!r}: {error}") from error
-    if frozen_values == "zeros":
-        kernel[..., layer.frozen_mask] = 0
-    layer.assign_kernel(kernel)
     if layer.use_bias:
         layer.bias.assign(keras.ops.convert_to_numpy(conv.bias))
     return layer
 
 
-def from_conv2d(conv, frozen=None, frozen_values="zeros"):
+def from_conv2d(conv, frozen=None, frozen_values="zeros", implementation="fused"):
     """:func:`from_conv` under its first name (kept: it converts 2-D layers too).
 
     Example:
@@ -147,7 +165,7 @@ def from_conv2d(conv, frozen=None, frozen_values="zeros"):
     >>> from_conv2d(conv, frozen=[(0, 1)]).reduction
     'concat'
     """
-    return from_conv(conv, frozen, frozen_values)
+    return from_conv(conv, frozen, frozen_values, implementation)
 
 
 def _input_shape(layer, in_channels):
@@ -359,7 +377,7 @@ def to_keras_layer(layer):
     return plain
 
 
-def convert_model(model, frozen_by_layer, frozen_values="zeros"):
+def convert_model(model, frozen_by_layer, frozen_values="zeros", implementation="fused"):
     """Rebuilds a model with chosen convolutions replaced by channel convolutions.
 
     Each layer named in ``frozen_by_layer`` goes through
@@ -381,6 +399,7 @@ def convert_model(model, frozen_by_layer, frozen_values="zeros"):
             the layer with nothing frozen).
         frozen_values: ``"zeros"`` (default) or ``"keep"``, as in
             :func:`from_conv`, for every converted layer.
+        implementation: as in :func:`from_conv`, for every converted layer.
 
     Returns:
         A new model of the same kind, with the same name.
@@ -428,7 +447,7 @@ def convert_model(model, frozen_by_layer, frozen_values="zeros"):
     def replace(layer):
         if layer.name not in frozen_by_layer:
             return None
-        return from_conv(layer, frozen_by_layer[layer.name], frozen_values)
+        return from_conv(layer, frozen_by_layer[layer.name], frozen_values, implementation)
 
     return _rebuild(model, replace)
 

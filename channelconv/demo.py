@@ -97,7 +97,8 @@ def build_model(mask, reduction="sum", implementation="fused", kernel_size=3):
     Args:
         mask: boolean ``(3, 16)`` frozen mask of the first layer.
         reduction: the first layer's reduction (the others sum).
-        implementation: ``"fused"`` or ``"per_channel"``, for all layers.
+        implementation: ``"fused"``, ``"per_channel"``, ``"sparse"`` or
+            ``"auto"``, for all layers.
         kernel_size: the kernels' height and width.
 
     Returns:
@@ -240,7 +241,7 @@ def run(
         mask: boolean ``(3, 16)`` frozen mask of the first layer (see
             :func:`first_layer_mask`).
         reduction: the first layer's reduction, ``"sum"`` or ``"concat"``.
-        implementation: ``"fused"`` or ``"per_channel"``.
+        implementation: ``"fused"``, ``"per_channel"``, ``"sparse"`` or ``"auto"``.
         epochs: passes over the training images.
         steps_per_epoch: batches per epoch; there are ``steps_per_epoch *
             batch_size`` training images.

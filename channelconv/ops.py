@@ -69,15 +69,9 @@ def convolve(
     >>> convolve(tf.ones((1, 6, 3)), tf.ones((3, 3, 2)), "sum", padding="causal").shape
     TensorShape([1, 6, 2])
     """
-    rank = len(kernel.shape) - 2
-    conv_args = dict(
-        strides=_tuple(strides, rank),
-        padding=padding,
-        dilation_rate=_tuple(dilation_rate, rank),
+    inputs, conv_args = channels_last(
+        inputs, tuple(kernel.shape[:-2]), strides, padding, dilation_rate, data_format
     )
-    inputs = routing.to_channels_last(inputs, data_format)
-    if padding == "causal":
-        inputs, conv_args["padding"] = _causal_pad(inputs, kernel, conv_args), "valid"
     if implementation == "fused" and reduction == "sum":
         outputs = routing.conv(inputs, kernel, **conv_args)
     elif implementation == "fused":
@@ -94,14 +88,36 @@ def convolve(
     return routing.from_channels_last(outputs, data_format)
 
 
+def channels_last(inputs, kernel_size, strides, padding, dilation_rate, data_format):
+    """The inputs and arguments of the channels-last convolutions of a layer.
+
+    ``inputs`` in channels-last layout (:func:`routing.to_channels_last`),
+    with Keras's ``"causal"`` padding (1-D: zeros before the first step
+    only) done, and the arguments of :func:`routing.conv` as tuples.
+
+    Example:
+
+    >>> x, args = channels_last(tf.ones((1, 3, 6)), (3,), 1, "causal", 2,
+    ...                         "channels_first")
+    >>> x.shape, args
+    (TensorShape([1, 10, 3]), {'strides': (1,), 'padding': 'valid', 'dilation_rate': (2,)})
+    """
+    rank = len(kernel_size)
+    conv_args = dict(
+        strides=_tuple(strides, rank),
+        padding=padding,
+        dilation_rate=_tuple(dilation_rate, rank),
+    )
+    inputs = routing.to_channels_last(inputs, data_format)
+    if padding == "causal":
+        before = conv_args["dilation_rate"][0] * (kernel_size[0] - 1)
+        inputs = ops.pad(inputs, [(0, 0), (before, 0), (0, 0)])
+        conv_args["padding"] = "valid"
+    return inputs, conv_args
+
+
 def _tuple(value, rank):
     return (value,) * rank if isinstance(value, int) else tuple(value)
-
-
-def _causal_pad(inputs, kernel, conv_args):
-    """Keras's ``"causal"`` padding (1-D): zeros before the first step only."""
-    (size,), (dilation,) = kernel.shape[:1], conv_args["dilation_rate"]
-    return ops.pad(inputs, [(0, 0), (dilation * (size - 1), 0), (0, 0)])
 
 
 def add_bias(outputs, bias, data_format="channels_last"):

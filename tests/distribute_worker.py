@@ -89,6 +89,8 @@ FIT_SCENARIOS = {
     "fused-concat": dict(implementation="fused", reduction="concat"),
     "per_channel-sum": dict(implementation="per_channel", reduction="sum"),
     "per_channel-concat": dict(implementation="per_channel", reduction="concat"),
+    "sparse-sum": dict(implementation="sparse", reduction="sum"),
+    "sparse-concat": dict(implementation="sparse", reduction="concat"),
     "mixed_float16": dict(
         implementation="fused", reduction="sum", policy="mixed_float16"
     ),
@@ -142,15 +144,20 @@ def build_model(implementation="fused", reduction="sum", seed=1):
     """Input -> ChannelConv2D -> Flatten -> Dense(2, float32).
 
     The frozen kernels are drawn from a normal distribution (not zeros), so
-    that "unchanged" is a strong check. The last layer computes in float32,
+    that "unchanged" is a strong check, except for the sparse implementation,
+    whose rule is that they are zeros. The last layer computes in float32,
     as Keras recommends for mixed precision.
     """
+    frozen_initializer = (
+        "zeros" if implementation == "sparse"
+        else keras.initializers.RandomNormal(seed=seed + 100)
+    )
     inputs = keras.Input(shape=INPUT_SHAPE)
     h = ChannelConv2D(
         FILTERS,
         3,
         frozen=FROZEN,
-        frozen_initializer=keras.initializers.RandomNormal(seed=seed + 100),
+        frozen_initializer=frozen_initializer,
         kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
         implementation=implementation,
         reduction=reduction,

@@ -220,6 +220,35 @@ def keras_reference(layer, input_shape):
     return ref
 
 
+def frozen_structures(channels, filters):
+    """Name -> frozen mask ``(channels, filters)``: the structures sparse plans meet.
+
+    The degenerate ones (nothing frozen, everything, one live kernel), the
+    structured ones (block-diagonal, whole input channels, whole filters,
+    both) and random kernels; seeded.
+    """
+    from channelconv import grouped_frozen_mask, random_frozen_mask
+
+    rng = np.random.default_rng(0)
+    rows = np.zeros((channels, filters), bool)
+    rows[rng.choice(channels, channels // 2, replace=False)] = True
+    columns = np.zeros((channels, filters), bool)
+    columns[:, rng.choice(filters, max(1, filters // 4), replace=False)] = True
+    one = np.ones((channels, filters), bool)
+    one[channels - 1, 1] = False
+    groups = grouped_frozen_mask(channels, filters, 2)
+    return {
+        "nothing": np.zeros((channels, filters), bool),
+        "everything": np.ones((channels, filters), bool),
+        "one_live": one,
+        "block_diagonal": groups,
+        "input_channels": rows,
+        "filters": columns,
+        "groups_and_filters": groups | columns,
+        "random": random_frozen_mask(channels, filters, channels * filters * 2 // 3, seed=1),
+    }
+
+
 def weights_by_name(layer):
     """``{"trainable_kernels": array, "frozen_kernels": array, ...}``."""
     return {w.name: to_numpy(w).copy() for w in layer.weights}

@@ -355,13 +355,72 @@ def test_network_benchmark_writes_one_file_pair_per_setting(bench_networks, tmp_
     assert "| tiny, 8x8 | 10% |" in (tmp_path / (stem + ".md")).read_text()
 
 
+# --- benchmarks/bench_sparse.py ----------------------------------------------------
+
+
+@pytest.fixture()
+def bench_sparse(monkeypatch):
+    path = SCRIPT.parent / "bench_sparse.py"
+    spec = importlib.util.spec_from_file_location("bench_sparse", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setitem(module.SIZES, "tiny", dict(channels=8, filters=8, spatial=6, batch=2))
+    return module
+
+
+@pytest.mark.parametrize(
+    "structure, parameter, rows, columns, fraction",
+    [("block-diagonal", 4, None, None, 0.75), ("input channels", 0.5, 4, None, 0.5),
+     ("filters", 0.25, None, 2, 0.25), ("random", 0.5, None, None, 0.5)],
+)
+def test_sparse_benchmark_freezes_the_structure_it_names(
+    bench_sparse, structure, parameter, rows, columns, fraction
+):
+    mask = bench_sparse.frozen_zero("sum", structure, parameter, 8, 8)
+    assert mask.shape == (8, 8) and mask.mean() == fraction
+    if rows is not None:  # whole input channels
+        assert mask.all(axis=1).sum() == rows and not mask[~mask.all(axis=1)].any()
+    if columns is not None:  # whole filters
+        assert mask.all(axis=0).sum() == columns and not mask[:, ~mask.all(axis=0)].any()
+    if structure == "block-diagonal":
+        assert [int(b.sum()) for b in np.split(~mask, 4)] == [4, 4, 4, 4]
+
+
+def test_sparse_benchmark_writes_its_reports(bench_sparse, tmp_path, monkeypatch):
+    rows = [("sum", "block-diagonal", 2), ("sum", "random", 0.1), ("concat", "random", 0.75)]
+    monkeypatch.setattr(bench_sparse, "QUICK", dict(sizes=["tiny"], rows=rows, rounds=1))
+    monkeypatch.setattr(bench_sparse, "MULTIPLIERS", (2,))
+    bench_sparse.main(["--quick", "--out", str(tmp_path)])
+    state = "on" if onednn_enabled() else "off"
+    stem = f"bench_sparse_quick_onednn-{state}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [stem + e for e in (".json", ".md", ".png")]
+    records = json.loads((tmp_path / (stem + ".json")).read_text())["records"]
+    assert [(r["reduction"], r["structure"], r["filters"]) for r in records] == [
+        ("sum", "block-diagonal", 8), ("sum", "random", 8), ("concat", "random", 2)]
+    for r in records:
+        # "auto" is timed only where it does not run the plan; "limit" where there are blocks.
+        assert ("auto" in r["train"]) == (r["auto"] == "fused")
+        assert set(r["train"]) >= {"keras", "sparse", "limit"}
+        assert all(v["ms"] > 0 for v in r["infer"].values())
+    assert "| sum block-diagonal 2 groups | 0.500 |" in (tmp_path / (stem + ".md")).read_text()
+
+
+def test_sparse_benchmark_target_checks(bench_sparse):
+    timing = {"keras": {"ratio": 1.0}, "sparse": {"ratio": 0.41}, "limit": {"ratio": 0.3}}
+    record = dict(size="256x56", reduction="sum", structure="block-diagonal", parameter=4,
+                  filters=256, train=timing, infer=dict(timing, sparse={"ratio": 0.39}))
+    checks = bench_sparse.target_checks([record, dict(record, size="64x32")])
+    assert [(c["mode"], c["met"], c["limit"]) for c in checks] == [
+        ("train", False, 0.3), ("infer", True, 0.3)]
+
+
 # --- every script runs as a script ---------------------------------------------------
 
 
 @pytest.mark.parametrize(
     "script",
     ["bench_conv.py", "bench_networks.py", "bench_routing.py", "bench_assembly.py",
-     "bench_grouped.py"],
+     "bench_grouped.py", "bench_sparse.py"],
 )
 def test_script_runs_from_the_command_line(script):
     """``python benchmarks/<script> --help``: its main is reached and parses."""

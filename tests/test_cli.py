@@ -185,13 +185,16 @@ DEMO_CASES = [
         48 - 3,
     ),
     (["--frozen-count", "7", "--seed", "3", "--implementation", "per_channel"], None, "sum", 48 - 7),
+    (["--implementation", "sparse", "--reduction", "concat"], [(0, f) for f in range(5)],
+     "concat", 48 - 5),
 ]
 
 
 @pytest.mark.parametrize(
     "extra, pairs, reduction, n_trainable",
     DEMO_CASES,
-    ids=["default-frozen", "explicit-pairs-concat", "random-count-per-channel"],
+    ids=["default-frozen", "explicit-pairs-concat", "random-count-per-channel",
+         "sparse-concat"],
 )
 def test_demo_trains_saves_and_keeps_frozen_kernels_zero(
     capsys, tmp_path, extra, pairs, reduction, n_trainable

@@ -350,6 +350,31 @@ def test_from_conv_of_a_grouped_layer_computes_it(rank, kwargs, frozen, frozen_v
     assert_computes(np_(layer(x)), reference, x)
 
 
+@pytest.mark.parametrize(**GROUPED_PARAMS)
+def test_grouped_layer_converted_to_sparse_runs_its_groups(exact_plans, rank, kwargs):
+    """One convolution per group, the grouped layer's output; strip gives it back."""
+    conv = make_grouped(rank, kwargs)
+    layer = from_conv(conv, implementation="sparse")
+    assert layer.implementation_in_use == "sparse"
+    assert len(layer.plan.blocks) == kwargs["groups"]
+    x = inputs_for(rank, kwargs, GROUPED_CHANNELS)
+    assert_computes(np_(layer(x)), conv, x)
+    plain = to_keras_layer(layer)
+    assert plain.get_config() == conv.get_config()
+    np.testing.assert_array_equal(np_(plain.kernel), np_(conv.kernel))
+
+
+def test_from_conv_sparse_refuses_kept_nonzero_frozen_kernels():
+    conv = make_grouped(2, dict(filters=4, kernel_size=3, groups=2))
+    with pytest.raises(ValueError, match=r"Cannot convert layer '.*': implementation='sparse' "
+                       r"runs the layer with its frozen kernels taken as zeros, but "
+                       r"`assign_kernel` gives 1 of its 9 frozen kernels non-zero values: "
+                       r"\(input channel, filter\) \(0, 0\)\."):
+        from_conv(conv, EXTRA, frozen_values="keep", implementation="sparse")
+    kept = from_conv(conv, EXTRA, frozen_values="keep", implementation="auto")
+    assert kept.implementation_in_use == "fused"  # small: auto keeps the dense path
+
+
 STRIPPED_GROUPED = [  # (id, change to the converted layer, whether it stays grouped)
     ("exactly_grouped", None, True),
     ("one_more_frozen", "freeze_one_more", False),

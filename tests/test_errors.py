@@ -14,8 +14,8 @@ import keras
 import numpy as np
 import pytest
 
-from channelconv.mask import random_frozen_mask
-from harness import CONVS, LAYERS, layer_input
+from channelconv.mask import grouped_frozen_mask, random_frozen_mask
+from harness import CONVS, LAYERS, layer_input, to_numpy
 
 RANKS = tuple(sorted(LAYERS))
 RANK_IDS = [f"{rank}d" for rank in RANKS]
@@ -216,7 +216,7 @@ CONSTRUCTION = [
         "implementation-unknown",
         dict(implementation="loop"),
         ValueError,
-        r"`implementation` must be one of \['fused', 'per_channel'\]\. "
+        r"`implementation` must be one of \['auto', 'fused', 'per_channel', 'sparse'\]\. "
         r"Received: implementation='loop'",
     ),
     _case(
@@ -273,7 +273,7 @@ CONSTRUCTION = [
         "implementation-not-str",
         dict(implementation=1),
         TypeError,
-        r"`implementation` must be one of \['fused', 'per_channel'\]\. "
+        r"`implementation` must be one of \['auto', 'fused', 'per_channel', 'sparse'\]\. "
         r"Received: implementation=1 of type int",
     ),
     _case(
@@ -779,6 +779,112 @@ def test_assign_kernel_errors(rank):
             ),
         ):
             layer.assign_kernel(np.zeros(wrong))
+
+
+# --- The sparse implementation refuses non-zero frozen kernels --------------
+
+REFUSAL = (
+    r"implementation='{}' runs the layer with its frozen kernels taken as zeros, but {} "
+    r"gives {} of its {} frozen kernels non-zero values: \(input channel, filter\) {}{}\. "
+    r"Use implementation='fused' to freeze kernels at non-zero values\."
+)
+SPARSE_FROZEN = [(0, 1), (1, 3), (2, 0), (2, 2)]
+
+
+def _sparse_layer(rank, implementation="sparse", **kwargs):
+    """A built 3 -> 4 layer with SPARSE_FROZEN frozen, a plan of several blocks."""
+    layer = LAYERS[rank](4, 2, frozen=SPARSE_FROZEN, implementation=implementation, **kwargs)
+    layer.build((None,) + (5,) * rank + (3,))
+    return layer
+
+
+def _nonzero_frozen_kernel(layer, value=1.0):
+    kernel = np.random.default_rng(0).normal(size=layer.kernel.shape).astype("float32")
+    kernel[..., layer.frozen_mask] = 0.0
+    kernel[..., 0, 1] = value  # kernel (0, 1), the first frozen one
+    return kernel
+
+
+@pytest.mark.parametrize("implementation", ["sparse", "auto"])
+@pytest.mark.parametrize("rank", RANKS, ids=RANK_IDS)
+def test_sparse_refuses_a_nonzero_frozen_initializer(rank, implementation):
+    if implementation == "auto":  # auto runs fused instead: nothing to refuse
+        layer = _sparse_layer(rank, "auto", frozen_initializer="ones")
+        assert layer.implementation_in_use == "fused"
+        return
+    pattern = REFUSAL.format(
+        "sparse", r"`frozen_initializer=\{.*'Ones'.*\}`", 4, 4,
+        re.escape("(0, 1), (1, 3), (2, 0)"), re.escape(", ..."))
+    with pytest.raises(ValueError, match=pattern):
+        _sparse_layer(rank, frozen_initializer="ones")
+
+
+@pytest.mark.parametrize("source", ["assign_kernel", "set_weights", "load_weights"])
+@pytest.mark.parametrize("rank", RANKS, ids=RANK_IDS)
+def test_sparse_refuses_nonzero_frozen_values_and_keeps_its_weights(
+    rank, source, tmp_path, exact_plans
+):
+    layer = _sparse_layer(rank)
+    assert layer.implementation_in_use == "sparse" and len(layer.plan.blocks) > 1
+    before = [w.copy() for w in layer.get_weights()]
+    kernel = _nonzero_frozen_kernel(layer)
+    names = {"assign_kernel": "`assign_kernel`", "set_weights": "`set_weights`",
+             "load_weights": "loading"}
+    pattern = REFUSAL.format("sparse", names[source], 1, 4, re.escape("(0, 1)"), "")
+    donor = _sparse_layer(rank, "fused")  # the same variables, fused
+    donor.assign_kernel(kernel)
+    with pytest.raises(ValueError, match=pattern):
+        if source == "assign_kernel":
+            layer.assign_kernel(kernel)
+        elif source == "set_weights":
+            layer.set_weights(donor.get_weights())
+        else:
+            path = str(tmp_path / "donor.weights.h5")
+            shape = keras.Input((5,) * rank + (3,))
+            keras.Sequential([shape, donor]).save_weights(path)
+            keras.Sequential([shape, layer]).load_weights(path)
+    for got, want in zip(layer.get_weights(), before):
+        np.testing.assert_array_equal(got, want)
+    # Zero frozen kernels are accepted the same ways.
+    kernel[..., 0, 1] = 0.0
+    layer.assign_kernel(kernel)
+    np.testing.assert_array_equal(to_numpy(layer.kernel), kernel)
+
+
+@pytest.mark.parametrize("rank", RANKS, ids=RANK_IDS)
+def test_sparse_refuses_loading_a_keras_file_with_nonzero_frozen_kernels(rank, tmp_path):
+    """A .keras file whose config says sparse but whose frozen kernels are not zero."""
+    import zipfile
+
+    donor = _sparse_layer(rank, "fused")
+    donor.assign_kernel(_nonzero_frozen_kernel(donor))
+    fused_path, sparse_path = tmp_path / "fused.keras", tmp_path / "sparse.keras"
+    keras.Sequential([keras.Input((5,) * rank + (3,)), donor]).save(fused_path)
+    with zipfile.ZipFile(fused_path) as source, zipfile.ZipFile(sparse_path, "w") as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "config.json":
+                data = data.replace(b'"implementation": "fused"', b'"implementation": "sparse"')
+                assert b'"implementation": "sparse"' in data
+            target.writestr(item, data)
+    pattern = REFUSAL.format("sparse", "loading", 1, 4, re.escape("(0, 1)"), "")
+    with pytest.raises(ValueError, match=pattern):
+        keras.saving.load_model(sparse_path)
+    assert keras.saving.load_model(fused_path).layers[0].implementation_in_use == "fused"
+
+
+def test_auto_with_nonzero_frozen_values_runs_fused_and_refuses_after():
+    layer = _sparse_layer(2, "auto", frozen_initializer="ones")
+    assert layer.implementation_in_use == "fused"
+    layer.assign_kernel(_nonzero_frozen_kernel(layer, value=2.0))  # fused: accepted
+    big = LAYERS[2](64, 3, frozen=grouped_frozen_mask(64, 64, 4), implementation="auto")
+    big.build((None, 8, 8, 64))
+    assert big.implementation_in_use == "sparse" and len(big.plan.blocks) == 4
+    kernel = _nonzero_frozen_kernel(big)
+    with pytest.raises(ValueError, match=REFUSAL.format(
+            "auto", "`assign_kernel`", 1, 3072, re.escape("(0, 16)"), "")):
+        kernel[..., 0, 16] = 1.0
+        big.assign_kernel(kernel)
 
 
 RANDOM_MASK = [

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from channelconv import grouped_frozen_mask
 from channelconv.assembly import KernelAssembly
 from harness import (
     CONVS,
@@ -72,6 +73,7 @@ def _random_pairs(in_channels, filters, count, seed):
 _LARGE_FROZEN = _random_pairs(64, 64, 410, seed=0)
 _LAST_ROW = tuple((IN_CHANNELS - 1, f) for f in range(FILTERS))
 _EVERY = tuple((c, f) for c in range(IN_CHANNELS) for f in range(FILTERS))
+_GROUPS = tuple((int(c), int(f)) for c, f in zip(*np.nonzero(grouped_frozen_mask(4, 6, 2))))
 LAYOUTS = {
     # Kernel numbers c * filters + f scattered: the assembly is a gather.
     "scattered": Layout(IN_CHANNELS, FILTERS, tuple(FROZEN), tuple(NONZERO_FROZEN)),
@@ -83,6 +85,9 @@ LAYOUTS = {
     "large": Layout(64, 64, _LARGE_FROZEN, _LARGE_FROZEN[::2]),
     # Nothing to train in the kernels: a (3, 3, 0) trainable variable.
     "all_frozen": Layout(IN_CHANNELS, FILTERS, _EVERY, _EVERY[::3]),
+    # Two groups of 2 channels x 3 filters, frozen at zero (the sparse
+    # implementation's rule): with exact plans, two convolutions.
+    "groups": Layout(4, 6, _GROUPS, ()),
 }
 SCATTERED = LAYOUTS["scattered"]
 
@@ -199,6 +204,7 @@ def test_layouts_take_the_assembly_paths_they_name(rank):
         "frozen_last": "concat",
         "large": "gather",
         "all_frozen": "concat",
+        "groups": "gather",
     }
     assert LAYOUTS["frozen_last"].mask.any() and LAYOUTS["all_frozen"].mask.all()
 
@@ -267,6 +273,17 @@ ROWS = [
     ),
     _case("adam-large", _adam, layout="large"),
     _case("adam-all_frozen", _adam, layout="all_frozen"),
+    # The sparse implementation (frozen kernels at zero, two blocks).
+    _case("sparse-sgd-momentum", lambda: keras.optimizers.SGD(0.05, momentum=0.9),
+          layout="groups", layer_kwargs=dict(implementation="sparse")),
+    _case("sparse-adam", _adam, layout="groups", layer_kwargs=dict(implementation="sparse")),
+    _case("sparse-adamw-weight_decay",
+          lambda: keras.optimizers.AdamW(0.01, weight_decay=0.5),
+          layout="groups", layer_kwargs=dict(implementation="sparse")),
+    _case("sparse-jit_compile", _adam, layout="groups",
+          layer_kwargs=dict(implementation="sparse"), compile_kwargs=dict(jit_compile=True)),
+    _case("sparse-mixed_float16", _adam, layout="groups",
+          layer_kwargs=dict(implementation="sparse"), policy="mixed_float16"),
     _case(
         "adam-all_frozen-no_bias",
         _adam,
@@ -286,6 +303,8 @@ EVERY_RANK = (
     "jit_compile",
     "adam-frozen_last-identity_index",
     "adam-all_frozen",
+    "sparse-adam",
+    "sparse-jit_compile",
 )
 assert set(EVERY_RANK) <= {row.id for row in ROWS}, "EVERY_RANK names a missing row"
 CASES = [
@@ -299,12 +318,17 @@ CASES = [
     "rank, make_optimizer, layout, layer_kwargs, compile_kwargs, policy", CASES
 )
 def test_frozen_kernels_exact_after_fit(
-    dtype_policy, rank, make_optimizer, layout, layer_kwargs, compile_kwargs, policy
+    request, dtype_policy, rank, make_optimizer, layout, layer_kwargs, compile_kwargs, policy
 ):
     if policy is not None:
         dtype_policy(policy)
+    sparse = layer_kwargs.get("implementation") == "sparse"
+    if sparse:
+        request.getfixturevalue("exact_plans")
     model, layer = _model(layout=layout, rank=rank, **layer_kwargs)
     assert layer.rank == rank
+    if sparse:
+        assert layer.implementation_in_use == "sparse" and len(layer.plan.blocks) == 2
     if policy is not None:
         assert layer.compute_dtype != "float32"
     kernel = _full_kernel(layout=layout, rank=rank)

@@ -19,6 +19,11 @@ not a trainable weight) and ``bias`` is compared, eagerly, in
   with unequal strides without oneDNN: Keras's ``DepthwiseConv2D`` cannot
   run it there, so NumPy alone is the reference.
 
+The sparse implementation runs with its frozen kernels at zero (its rule)
+and with exact plans (``conftest.exact_plans``: several blocks reading
+overlapping channels); it never reads the frozen kernels, so their gradient
+is ``None``.
+
 The first two tests check the NumPy reference itself, for every rank: it is
 the adjoint of ``numpy_conv`` (``<d_input, v> = sum(numpy_conv(v) * g)``
 for any ``v``, the convolution being linear) and agrees with Keras wherever
@@ -104,7 +109,7 @@ RANKED_OPTIONS = [
     for name, options in table
 ]
 REDUCTIONS = ["sum", "concat"]
-IMPLEMENTATIONS = ["fused", "per_channel"]
+IMPLEMENTATIONS = ["fused", "per_channel", "sparse"]
 DATA_FORMATS = ["channels_last", "channels_first"]
 # Every (option, reduction, implementation, data format) runs eagerly;
 # tf.function and XLA run them on the options TensorFlow's CPU kernels are
@@ -200,11 +205,17 @@ def _from_last(array, data_format):
     return array if data_format == "channels_last" else np.moveaxis(array, -1, 1)
 
 
-def _problem(rank, options, reduction, data_format, seed=0):
-    """Input, full kernel, bias and upstream gradient, in ``data_format``."""
+def _problem(rank, options, reduction, data_format, seed=0, zero_frozen=False):
+    """Input, full kernel, bias and upstream gradient, in ``data_format``.
+
+    With ``zero_frozen`` (the sparse implementation's rule), the frozen
+    kernels are zeros; otherwise they are as random as the others.
+    """
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(2, *SPATIAL[rank], IN_CHANNELS)).astype("float32")
     kernel = rng.normal(size=options["kernel_size"] + (IN_CHANNELS, FILTERS))
+    if zero_frozen:
+        kernel[..., _frozen_mask()] = 0.0
     out_channels = FILTERS if reduction == "sum" else IN_CHANNELS * FILTERS
     bias = rng.normal(size=(out_channels,))
     y = numpy_conv(x, kernel, reduction, **_conv_args(options))
@@ -217,7 +228,7 @@ def _problem(rank, options, reduction, data_format, seed=0):
     )
 
 
-def _keras_gradients(rank, options, reduction, data_format):
+def _keras_gradients(rank, options, reduction, data_format, zero_frozen=False):
     """Gradients of Keras's convolution of ``rank`` on :func:`_problem`.
 
     :func:`harness.keras_reference` picks the Keras layer for ``options``
@@ -234,13 +245,14 @@ def _keras_gradients(rank, options, reduction, data_format):
     # and mode of a row shares one Keras run (grouped convolutions compile
     # with XLA on each eager call).
     key = tuple(sorted(options.items()))
-    return _cached_keras_gradients(rank, key, reduction, data_format)
+    return _cached_keras_gradients(rank, key, reduction, data_format, zero_frozen)
 
 
 @functools.lru_cache(maxsize=None)
-def _cached_keras_gradients(rank, option_items, reduction, data_format):
+def _cached_keras_gradients(rank, option_items, reduction, data_format, zero_frozen):
     options = dict(option_items)
-    x, kernel, bias, upstream = _problem(rank, options, reduction, data_format)
+    x, kernel, bias, upstream = _problem(rank, options, reduction, data_format,
+                                         zero_frozen=zero_frozen)
     x_last = tf.constant(_to_last(x, data_format))
     template = _layer(rank, options, reduction)  # only carries the options
     template.build(x_last.shape)
@@ -276,7 +288,10 @@ def _layer_gradients(layer, x, upstream, mode):
     if MODES[mode] is not None:
         gradients = tf.function(gradients, jit_compile=MODES[mode])
     values = gradients(tf.constant(x), tf.constant(upstream))
-    return {name: to_numpy(value) for name, value in zip(names, values)}
+    return {
+        name: None if value is None else to_numpy(value)
+        for name, value in zip(names, values)
+    }
 
 
 def _assert_close(actual, expected, what):
@@ -334,11 +349,20 @@ def test_numpy_reference_matches_keras(rank, options, reduction):
     "rank, options, reduction, implementation, data_format, mode", GRID
 )
 def test_gradients_match_references(
-    rank, options, reduction, implementation, data_format, mode
+    request, rank, options, reduction, implementation, data_format, mode
 ):
-    x, kernel, bias, upstream = _problem(rank, options, reduction, data_format)
+    # The sparse implementation takes frozen kernels as zeros (and never
+    # reads them: their gradient is None); with exact plans its 3 blocks
+    # read overlapping channels (see conftest.exact_plans).
+    sparse = implementation == "sparse"
+    if sparse:
+        request.getfixturevalue("exact_plans")
+    x, kernel, bias, upstream = _problem(rank, options, reduction, data_format,
+                                         zero_frozen=sparse)
     layer = _layer(rank, options, reduction, implementation, data_format)
     layer.build(x.shape)
+    if sparse:
+        assert len(layer.plan.blocks) == (3 if reduction == "sum" else 1)
     layer.assign_kernel(kernel)  # frozen kernels non-zero: they reach d_input
     use_bias = options.get("use_bias", True)
     if use_bias:
@@ -356,13 +380,17 @@ def test_gradients_match_references(
     d_trainable, d_frozen = _split(d_kernel)
     _assert_close(got["input"], d_input, "input vs NumPy")
     _assert_close(got["trainable_kernels"], d_trainable, "trainable_kernels vs NumPy")
-    _assert_close(got["frozen_kernels"], d_frozen, "frozen_kernels vs NumPy")
+    if sparse:
+        assert got["frozen_kernels"] is None
+    else:
+        _assert_close(got["frozen_kernels"], d_frozen, "frozen_kernels vs NumPy")
     if use_bias:
         _assert_close(got["bias"], d_bias, "bias vs NumPy")
 
     if _keras_refuses(rank, options, reduction):
         return  # NumPy alone is the reference (see the module docstring)
-    k_input, k_kernel, k_bias = _keras_gradients(rank, options, reduction, data_format)
+    k_input, k_kernel, k_bias = _keras_gradients(rank, options, reduction, data_format,
+                                                 zero_frozen=sparse)
     _assert_close(got["input"], k_input, "input vs Keras")
     _assert_close(got["trainable_kernels"], _split(k_kernel)[0], "kernels vs Keras")
     if use_bias:

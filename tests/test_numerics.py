@@ -16,6 +16,7 @@ from channelconv import ChannelConv2D
 from channelconv.mask import random_frozen_mask
 from harness import (
     CONVS,
+    frozen_structures,
     LAYERS,
     SPATIAL,
     keras_output,
@@ -103,8 +104,10 @@ RANKED_OPTIONS = [
 MODES = [
     ("sum-fused", "sum", "fused"),
     ("sum-per_channel", "sum", "per_channel"),
+    ("sum-sparse", "sum", "sparse"),
     ("concat-fused", "concat", "fused"),
     ("concat-per_channel", "concat", "per_channel"),
+    ("concat-sparse", "concat", "sparse"),
 ]
 GRID = [
     pytest.param(rank, options, reduction, implementation, id=f"{name}-{mode}")
@@ -122,11 +125,16 @@ def _input(rank, data_format, spatial=None, seed=0):
 
 
 def _layer(rank, options, reduction, implementation, **extra):
-    """A layer with 5 of 12 kernels frozen at non-zero values and a non-zero bias."""
+    """A layer with 5 of 12 kernels frozen and a non-zero bias.
+
+    The frozen kernels are non-zero, except for the sparse implementation
+    (its rule: frozen kernels are zeros).
+    """
+    sparse = implementation in ("sparse", "auto")
     kwargs = dict(
         filters=FILTERS,
         frozen=random_frozen_mask(IN_CHANNELS, FILTERS, 5, seed=3),
-        frozen_initializer=keras.initializers.RandomNormal(seed=1),
+        frozen_initializer="zeros" if sparse else keras.initializers.RandomNormal(seed=1),
         bias_initializer=keras.initializers.RandomNormal(seed=2),
         reduction=reduction,
         implementation=implementation,
@@ -152,14 +160,25 @@ def _numpy_reference(layer, x):
 
 
 @pytest.mark.parametrize("rank, options, reduction, implementation", GRID)
-def test_matches_keras_and_numpy(rank, options, reduction, implementation):
+def test_matches_keras_and_numpy(request, rank, options, reduction, implementation):
+    if implementation == "sparse":
+        request.getfixturevalue("exact_plans")  # several blocks (conftest)
     layer = _layer(rank, options, reduction, implementation)
     x = _input(rank, layer.data_format)
     y = to_numpy(layer(x))
     frozen = layer.frozen_mask
     kernel = to_numpy(layer.kernel)
-    # The case is meaningful: frozen and trainable kernels are both non-zero.
-    assert frozen.sum() == 5 and np.all(kernel[..., frozen] != 0)
+    # The case is meaningful: trainable kernels are non-zero, frozen ones
+    # too except for sparse, which runs more than one convolution or row.
+    assert frozen.sum() == 5 and np.all(kernel[..., ~frozen] != 0)
+    if implementation == "sparse":
+        assert np.all(kernel[..., frozen] == 0)
+        plan = layer.plan
+        assert len(plan.blocks) > 1 or len(set(plan.blocks[0].channels)) < len(
+            plan.blocks[0].channels
+        )
+    else:
+        assert np.all(kernel[..., frozen] != 0)
 
     expected = _numpy_reference(layer, x)
     assert y.shape == expected.shape
@@ -180,22 +199,88 @@ def test_matches_keras_and_numpy(rank, options, reduction, implementation):
 
 
 @pytest.mark.parametrize(
-    "rank, options, reduction",
+    "rank, options, reduction, implementation",
     [
-        pytest.param(rank, options, reduction, id=f"{name}-{reduction}")
+        pytest.param(rank, options, reduction, implementation,
+                     id=f"{name}-{reduction}-{implementation}")
         for rank, name, options in RANKED_OPTIONS
         for reduction in ("sum", "concat")
+        for implementation in ("per_channel", "sparse")
     ],
 )
-def test_fused_and_per_channel_agree(rank, options, reduction):
+def test_implementations_agree_with_fused(rank, options, reduction, implementation):
     fused = _layer(rank, options, reduction, "fused")
+    if implementation == "sparse":  # its rule: frozen kernels are zeros
+        fused = _layer(rank, options, reduction, "fused", frozen_initializer="zeros")
     x = _input(rank, fused.data_format, seed=1)
     y_fused = to_numpy(fused(x))
-    config = dict(fused.get_config(), implementation="per_channel")
-    per_channel = type(fused).from_config(config)
-    per_channel.build(x.shape)
-    per_channel.set_weights(fused.get_weights())
-    np.testing.assert_allclose(to_numpy(per_channel(x)), y_fused, atol=ATOL, rtol=RTOL)
+    config = dict(fused.get_config(), implementation=implementation)
+    other = type(fused).from_config(config)
+    other.build(x.shape)
+    other.set_weights(fused.get_weights())
+    assert other.implementation_in_use == implementation
+    np.testing.assert_allclose(to_numpy(other(x)), y_fused, atol=ATOL, rtol=RTOL)
+
+
+# --- The sparse implementation, structure by structure ----------------------
+
+STRUCTURE_CHANNELS, STRUCTURE_FILTERS = 4, 6
+# The number of blocks of the exact plans of the structured sum layers.
+SUM_BLOCKS = {"nothing": 1, "everything": 0, "one_live": 1, "block_diagonal": 2,
+              "input_channels": 1, "filters": 1, "groups_and_filters": 2}
+STRUCTURE_OPTIONS = {
+    1: dict(kernel_size=3, padding="causal", strides=2),
+    2: dict(kernel_size=(2, 3), padding="same", strides=(2, 1)),
+    3: dict(kernel_size=2, padding="same", dilation_rate=(1, 2, 1)),
+}
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("reduction", ["sum", "concat"])
+@pytest.mark.parametrize("structure", list(frozen_structures(4, 6)))
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_sparse_equals_fused_for_every_structure(
+    exact_plans, rank, structure, reduction, data_format
+):
+    """Outputs and gradients (input, kernels, bias) equal the fused path's."""
+    mask = frozen_structures(STRUCTURE_CHANNELS, STRUCTURE_FILTERS)[structure]
+    layers = {}
+    for implementation in ("fused", "sparse"):
+        layers[implementation] = LAYERS[rank](
+            STRUCTURE_FILTERS, frozen=mask, reduction=reduction,
+            implementation=implementation, data_format=data_format,
+            kernel_initializer=keras.initializers.RandomNormal(seed=4),
+            bias_initializer=keras.initializers.RandomNormal(seed=5),
+            **STRUCTURE_OPTIONS[rank],
+        )
+    x = tf.constant(layer_input(data_format, SPATIAL[rank], STRUCTURE_CHANNELS, seed=6))
+    out_shape = layers["fused"].compute_output_shape(x.shape)
+    upstream = tf.constant(np.random.default_rng(7).normal(size=out_shape), tf.float32)
+    results = {}
+    for implementation, layer in layers.items():
+        layer.build(x.shape)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x) * upstream)
+        grads = tape.gradient(loss, [x, layer.trainable_kernels, layer.bias])
+        results[implementation] = [to_numpy(layer(x))] + [
+            None if g is None else to_numpy(g) for g in grads
+        ]
+    np.testing.assert_array_equal(
+        to_numpy(layers["sparse"].trainable_kernels),
+        to_numpy(layers["fused"].trainable_kernels),
+    )
+    plan = layers["sparse"].plan
+    if reduction == "concat":  # exact plans compute the live kernels only
+        assert plan.macs_fraction == pytest.approx((~mask).mean())
+    elif structure in SUM_BLOCKS:
+        assert len(plan.blocks) == SUM_BLOCKS[structure]
+    for what, got, want in zip(("output", "input", "kernels", "bias"),
+                               results["sparse"], results["fused"]):
+        if want is None or want.size == 0:
+            assert got is None or not np.any(got)
+            continue
+        np.testing.assert_allclose(got, want, atol=ATOL, rtol=RTOL, err_msg=what)
 
 
 @pytest.mark.parametrize(
@@ -213,6 +298,10 @@ def test_fused_and_per_channel_agree(rank, options, reduction):
         (3, "sum", "fused", "channels_first", dict(padding="same", strides=(1, 2, 1))),
         (3, "concat", "fused", "channels_last", dict(padding="valid")),
         (3, "concat", "per_channel", "channels_first", dict(padding="same")),
+        (2, "sum", "sparse", "channels_first", dict(padding="same", strides=2)),
+        (2, "concat", "sparse", "channels_last", dict(padding="same", strides=(1, 2))),
+        (1, "concat", "sparse", "channels_last", dict(padding="causal")),
+        (3, "sum", "sparse", "channels_last", dict(padding="valid")),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )
@@ -241,7 +330,7 @@ def test_unknown_spatial_size(rank, reduction, implementation, data_format, opti
 
 
 @pytest.mark.parametrize("rank", [1, 2, 3])
-@pytest.mark.parametrize("implementation", ["fused", "per_channel"])
+@pytest.mark.parametrize("implementation", ["fused", "per_channel", "sparse"])
 @pytest.mark.parametrize("reduction", ["sum", "concat"])
 def test_channels_first_bias_when_width_equals_channels(rank, reduction, implementation):
     """Regression: ``keras.ops.add`` put the bias on the width axis here."""

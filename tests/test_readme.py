@@ -236,8 +236,26 @@ def check_ranks_grouped_conv2d_and_back(ns, out):
     assert type(pruned) is keras.layers.Conv2D and tuple(pruned.kernel.shape) == (3, 3, 8, 8)
 
 
+def check_performance_sparse(ns, out):
+    """"sparse"; the plan printed is 4 convolutions over the 4 groups, a
+    quarter of the dense multiply-adds; the output is the convolution with
+    the layer's kernel (Keras's Conv2D), whose kernels across groups are 0."""
+    lines = out.splitlines()
+    assert lines[0] == "sparse"
+    assert lines[1].startswith("SparsePlan(sum, 256 -> 256: 4 convolutions, 0.250 of the dense")
+    assert lines[2:] == [f"  conv channels {64 * g}-{64 * g + 63} -> filters {64 * g}-{64 * g + 63}"
+                         for g in range(4)]
+    layer, x, y = ns["layer"], ns["x"], ns["y"]
+    kernel = to_numpy(layer.kernel)
+    assert not kernel[..., ~_block_diagonal(256, 256, 4)].any()
+    conv = _built(keras.layers.Conv2D(256, 3, padding="same"), 256)
+    conv.set_weights([kernel, to_numpy(layer.bias)])
+    np.testing.assert_allclose(to_numpy(y), to_numpy(conv(x)), rtol=1e-4, atol=1e-4)
+
+
 BLOCKS = [
     ("README.md", 0, check_readme_quick_start),
+    ("docs/performance.md", 0, check_performance_sparse),
     ("docs/semantics.md", 0, check_semantics_sum_is_conv2d),
     ("docs/reproduction.md", 0, check_reproduction_answer_done_right),
     ("docs/reproduction.md", 1, check_reproduction_question_model),

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from channelconv.mask import random_frozen_mask
+from channelconv.mask import grouped_frozen_mask, random_frozen_mask
 from harness import CONVS, LAYERS, layer_input, numpy_conv, run_layer_test, to_numpy
 
 RANKS = tuple(sorted(LAYERS))
@@ -365,6 +365,38 @@ def _harness_cases(rank):
             ),
             (2, 2, *_sizes(rank, 7, 8, 9)),
             (2, 3, *_sizes(rank, 3, 4, 5)),
+            2,
+            1,
+        ),
+        (
+            "sparse-blocks-channels_first",
+            dict(
+                filters=6,
+                kernel_size=2,
+                frozen=grouped_frozen_mask(4, 6, 2),
+                implementation="sparse",
+                data_format="channels_first",
+                strides=2,
+            ),
+            (2, 4, *_sizes(rank, 7, 7, 7)),
+            (2, 6, *_sizes(rank, 3, 3, 3)),
+            2,
+            1,
+        ),
+        (
+            "sparse-concat-same",
+            dict(filters=2, kernel_size=3, frozen=random_frozen_mask(3, 2, 4, seed=3),
+                 reduction="concat", implementation="sparse", padding="same"),
+            (2, *_sizes(rank, 5, 6, 7), 3),
+            (2, *_sizes(rank, 5, 6, 7), 6),
+            2,
+            1,
+        ),
+        (
+            "auto",
+            dict(filters=4, kernel_size=3, frozen=[(0, 1)], implementation="auto"),
+            (2, *_sizes(rank, 6, 6, 6), 3),
+            (2, *_sizes(rank, 4, 4, 4), 4),
             2,
             1,
         ),

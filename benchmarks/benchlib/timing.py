@@ -35,7 +35,8 @@ def make_step(layer, mode, jit, optimizer=None):
     @tf.function(jit_compile=jit, reduce_retracing=False)
     def train(x):
         with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.square(layer(x, training=True)))
+            outputs = tf.nest.flatten(layer(x, training=True))  # a list: bench_sparse's limit
+            loss = tf.add_n([tf.reduce_mean(tf.square(y)) for y in outputs])
         grads = tape.gradient(loss, variables)
         # Variables without a gradient (the answer layer's dead channel-0
         # filters) are skipped, as Keras would, minus its warning.

@@ -7,10 +7,14 @@ from keras import activations, constraints, initializers, ops, regularizers
 from channelconv import _validation as check
 from channelconv.assembly import KernelAssembly
 from channelconv.mask import frozen_to_config, parse_frozen, resolve_frozen
-from channelconv.ops import IMPLEMENTATIONS, REDUCTIONS, add_bias, convolve
+from channelconv.ops import REDUCTIONS, add_bias, convolve
+from channelconv.plan import make_plan
+from channelconv.sparse import SparseConvolution
 
 # Keras's paddings by rank: only 1-D convolutions have "causal".
 PADDINGS = {1: ("valid", "same", "causal"), 2: ("valid", "same"), 3: ("valid", "same")}
+# ``ops.convolve``'s two, and the two that run a sparse plan.
+IMPLEMENTATIONS = ("fused", "per_channel", "sparse", "auto")
 
 
 class BaseChannelConv(keras.layers.Layer):
@@ -78,6 +82,8 @@ class BaseChannelConv(keras.layers.Layer):
             implementation, IMPLEMENTATIONS, "implementation"
         )
         self._frozen = parse_frozen(frozen, self.filters)
+        self._plan = None
+        self._sparse = None
         self.frozen_initializer = initializers.get(frozen_initializer)
         self.activation = activations.get(activation)
         self.use_bias = check.boolean(use_bias, "use_bias")
@@ -144,6 +150,50 @@ class BaseChannelConv(keras.layers.Layer):
         self.input_spec = keras.InputSpec(
             ndim=self.rank + 2, axes={self._channel_axis: in_channels}
         )
+        if self.implementation in ("sparse", "auto"):
+            self._choose_sparse()
+
+    def _choose_sparse(self):
+        """Makes the sparse plan; runs it for ``"sparse"``, or where ``"auto"`` prefers."""
+        nonzero = _nonzero_kernels(self.frozen_kernels)
+        if self.implementation == "auto" and nonzero.any():
+            return  # frozen at non-zero values: nothing to skip, fused
+        initializer = initializers.serialize(self.frozen_initializer)
+        self._refuse_nonzero_frozen(nonzero, f"`frozen_initializer={initializer!r}`")
+        self._plan = plan = make_plan(self._frozen, self.kernel_size, self.reduction)
+        if self.implementation == "sparse" or plan.prefer_sparse:
+            self._sparse = SparseConvolution(plan, self.kernel_size)
+            self._block_kernels = self._assembly.taker(plan.kernel_numbers, frozen=False)
+
+    @property
+    def plan(self):
+        """The :class:`~channelconv.plan.SparsePlan` of the frozen kernels.
+
+        The dense convolutions that compute the layer with its frozen
+        kernels taken as zeros (what ``implementation="sparse"`` runs,
+        and ``"auto"`` when the plan is expected to be faster); made from
+        the frozen mask, on first use, for any implementation.
+        """
+        if not self.built:
+            raise AttributeError("The layer must be built before `plan` exists.")
+        if self._plan is None:
+            self._plan = make_plan(self._frozen, self.kernel_size, self.reduction)
+        return self._plan
+
+    @property
+    def implementation_in_use(self):
+        """``"fused"``, ``"per_channel"`` or ``"sparse"``: what ``call`` runs.
+
+        ``implementation`` itself unless it is ``"auto"``, which is resolved
+        when the layer is built.
+        """
+        if not self.built:
+            raise AttributeError(
+                "The layer must be built before `implementation_in_use` is known."
+            )
+        if self._sparse is not None:
+            return "sparse"
+        return "per_channel" if self.implementation == "per_channel" else "fused"
 
     @property
     def frozen_mask(self):
@@ -182,26 +232,71 @@ class BaseChannelConv(keras.layers.Layer):
                 f"shape {kernel.shape}."
             )
         trainable, frozen = self._assembly.split(kernel)
+        if self._sparse is not None:
+            self._refuse_nonzero_frozen(_nonzero_kernels(frozen), "`assign_kernel`")
         self.trainable_kernels.assign(trainable)
         self.frozen_kernels.assign(frozen)
 
+    def set_weights(self, weights):
+        self._unless_nonzero_frozen("`set_weights`", super().set_weights, weights)
+
+    def load_own_variables(self, store):
+        self._unless_nonzero_frozen("loading", super().load_own_variables, store)
+
+    def _unless_nonzero_frozen(self, source, assign, *args):
+        """``assign(*args)``, undone and refused if a frozen kernel becomes non-zero."""
+        if self._sparse is None:
+            return assign(*args)
+        before = [ops.convert_to_numpy(v) for v in self.weights]
+        assign(*args)
+        nonzero = _nonzero_kernels(self.frozen_kernels)
+        if nonzero.any():
+            for variable, value in zip(self.weights, before):
+                variable.assign(value)
+            self._refuse_nonzero_frozen(nonzero, source)
+
+    def _refuse_nonzero_frozen(self, nonzero, source):
+        """The sparse implementation's one rule: frozen kernels are zeros."""
+        if not nonzero.any():
+            return
+        numbers = self._assembly.frozen_positions[nonzero]
+        pairs = ", ".join(str(divmod(int(n), self.filters)) for n in numbers[:3])
+        raise ValueError(
+            f"implementation={self.implementation!r} runs the layer with its "
+            f"frozen kernels taken as zeros, but {source} gives "
+            f"{nonzero.sum()} of its {nonzero.size} frozen kernels non-zero "
+            f"values: (input channel, filter) {pairs}"
+            f"{', ...' if nonzero.sum() > 3 else ''}. Use implementation="
+            "'fused' to freeze kernels at non-zero values."
+        )
+
     def call(self, inputs):
-        kernel = ops.cast(self.kernel, self.compute_dtype)
-        outputs = convolve(
-            inputs,
-            kernel,
-            reduction=self.reduction,
-            implementation=self.implementation,
+        conv_args = dict(
             strides=self.strides,
             padding=self.padding,
             dilation_rate=self.dilation_rate,
             data_format=self.data_format,
         )
-        if self.use_bias:
-            outputs = add_bias(outputs, self.bias, self.data_format)
+        if self._sparse is not None:
+            kernels = ops.cast(self._block_kernels(self.trainable_kernels), self.compute_dtype)
+            outputs = self._sparse(inputs, kernels, self.bias, **conv_args)
+        else:
+            outputs = self._dense_call(inputs, conv_args)
+            if self.use_bias:
+                outputs = add_bias(outputs, self.bias, self.data_format)
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs
+
+    def _dense_call(self, inputs, conv_args):
+        kernel = ops.cast(self.kernel, self.compute_dtype)
+        return convolve(
+            inputs,
+            kernel,
+            reduction=self.reduction,
+            implementation=self.implementation_in_use,
+            **conv_args,
+        )
 
     def _output_channels(self, in_channels):
         if self.reduction == "sum":
@@ -267,6 +362,22 @@ class BaseChannelConv(keras.layers.Layer):
             }
         )
         return config
+
+
+def _nonzero_kernels(frozen):
+    """For each compact frozen kernel, whether any of its values is non-zero.
+
+    Reads the values eagerly, also while a ``tf.function`` is being traced
+    (a layer first called there is built there).
+    """
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        with tf.init_scope():
+            values = np.asarray(ops.convert_to_numpy(frozen))
+    else:
+        values = np.asarray(ops.convert_to_numpy(frozen))
+    return (values != 0).any(axis=tuple(range(values.ndim - 1)))
 
 
 class _TrainableView:

@@ -44,7 +44,19 @@ class ChannelConv2D(BaseChannelConv):
             assembled kernel, as fast as the dense layer. ``"per_channel"``:
             one convolution per input channel, then the reduction (the
             StackOverflow answer's computation; slower, kept as a reference).
-            Both give the same result to float tolerance.
+            ``"sparse"``: skips the frozen kernels, which must be zeros: it
+            runs the layer's :attr:`plan`, a few dense convolutions that
+            read only the input channels and compute only the filters (or,
+            for ``"concat"``, the kernels) that have a live kernel, at a
+            fraction of the dense cost when the zeros have structure (whole
+            groups, input channels or filters; ``docs/performance.md``). A
+            frozen kernel given a non-zero value (``frozen_initializer``,
+            :meth:`assign_kernel`, ``set_weights``, loading) is refused
+            with a ``ValueError``. ``"auto"``: ``"sparse"`` where the plan
+            is expected to be faster (:attr:`plan` ``.prefer_sparse``),
+            ``"fused"`` otherwise, decided when the layer is built
+            (:attr:`implementation_in_use`). All give the same result to
+            float tolerance.
         strides: int or tuple of 2 ints; ``strides > 1`` is incompatible with
             ``dilation_rate > 1``.
         padding: ``"valid"`` or ``"same"``.

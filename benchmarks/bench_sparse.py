@@ -1,0 +1,441 @@
+"""The sparse implementation against the dense Keras layer, by structure of the zeros.
+
+Run from the repository root, once per oneDNN setting::
+
+    TF_ENABLE_ONEDNN_OPTS=0 python benchmarks/bench_sparse.py   # about 10 min
+    TF_ENABLE_ONEDNN_OPTS=1 python benchmarks/bench_sparse.py
+    python benchmarks/bench_sparse.py --quick                    # small size, 2 rows
+    TF_ENABLE_ONEDNN_OPTS=0 python benchmarks/bench_sparse.py --targets --rounds 15   # issue 12's rows
+    python benchmarks/bench_sparse.py --report benchmarks/results/bench_sparse_onednn-off.json
+
+It writes ``bench_sparse_onednn-off.{json,md,png}`` (or ``-on``; ``--quick``
+and ``--targets`` runs as ``bench_sparse_quick_...``, ``bench_sparse_targets_...``)
+to ``benchmarks/results/`` (``--out`` to change).
+
+The full run also profiles the sparse ``concat`` layer (256 channels, 75%
+frozen, inference): the dense depthwise convolution against each step of
+the sparse path (input gather, depthwise convolution of the live kernels,
+output placement) and a plain copy of the output; and it times the copies a
+4-block ``sum`` plan adds to its convolutions in a training step.
+
+Each row is one frozen-zero structure (:data:`ROWS`) at one size
+(:data:`SIZES`: 256 -> 256 channels, 3x3, 56x56, batch 4, and 64 -> 64 at
+32x32, batch 8; ``concat`` rows: 256 or 64 channels with 1 or 4 kernels each
+(:data:`MULTIPLIERS`), against ``DepthwiseConv2D(depth_multiplier=...)``), all
+with ``padding="same"``. The
+variants of a row:
+
+- ``keras``: the dense ``Conv2D`` / ``DepthwiseConv2D``, the baseline;
+- ``sparse``: ``ChannelConv2D(implementation="sparse")``;
+- ``auto``: ``implementation="auto"``, timed where it does not run the plan
+  (it is then the fused path);
+- ``limit``: the plan's convolutions alone, each on an input that already
+  has the block's channels, with no gather and no output placement: what
+  running the blocks costs on this machine, the floor of any sparse path;
+
+A training step is forward, gradient of the kernels and an Adam update
+(``benchlib.timing.make_step``, ``tf.function`` without XLA); an inference
+step is the forward call. After 2 warm-up calls, every round times each
+variant once in a shuffled order; a variant's figure is the median over
+rounds of its time divided by the baseline's time in the same round.
+"""
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from benchlib.environment import environment, onednn_text  # noqa: E402
+from benchlib.report import table, write_setting_reports  # noqa: E402
+from benchlib.timing import call, make_step  # noqa: E402
+from channelconv import ChannelConv2D, grouped_frozen_mask, random_frozen_mask  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+SIZES = {
+    "256x56": dict(channels=256, filters=256, spatial=56, batch=4),
+    "64x32": dict(channels=64, filters=64, spatial=32, batch=8),
+}
+#: ``concat`` rows run with each depth multiplier (kernels per channel).
+MULTIPLIERS = (1, 4)
+#: (reduction, structure, parameter): what is frozen at zero.
+ROWS = [
+    *(("sum", "block-diagonal", g) for g in (2, 4, 8, 16)),
+    *(("sum", "input channels", f) for f in (0.25, 0.5, 0.75)),
+    *(("sum", "filters", f) for f in (0.25, 0.5, 0.75)),
+    *(("sum", "random", f) for f in (0.1, 0.5, 0.75, 0.9)),
+    *(("concat", "random", f) for f in (0.25, 0.5, 0.75, 0.9)),
+]
+#: Issue 12's targets at 256x56: (reduction, structure, parameter) -> largest ratio.
+TARGETS = {
+    ("sum", "block-diagonal", 4): {"train": 0.40, "infer": 0.40},
+    ("sum", "block-diagonal", 8): {"train": 0.28, "infer": 0.28},
+    ("sum", "input channels", 0.5): {"train": 0.60, "infer": 0.60},
+    ("sum", "filters", 0.25): {"train": 0.85, "infer": 0.85},
+    ("sum", "random", 0.1): {"train": 1.05, "infer": 1.03, "variant": "auto"},
+    ("concat", "random", 0.75): {"train": 0.40, "infer": 0.40},  # each multiplier
+}
+FULL = dict(sizes=list(SIZES), rows=ROWS, rounds=7, profile=True)
+QUICK = dict(sizes=["64x32"], rows=[("sum", "block-diagonal", 4), ("concat", "random", 0.75)],
+             rounds=3)
+TARGET_RUN = dict(sizes=["256x56"], rows=list(TARGETS), rounds=15)
+WARMUP = 2
+
+
+def frozen_zero(reduction, structure, parameter, channels, filters, seed=0):
+    """The frozen-zero mask ``(channels, filters)`` of one row.
+
+    Block-diagonal: ``parameter`` groups (a grouped convolution's mask);
+    input channels / filters: that fraction of them (chosen at random) has
+    every kernel frozen; random: that fraction of all kernels.
+    """
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((channels, filters), bool)
+    if structure == "block-diagonal":
+        return grouped_frozen_mask(channels, filters, parameter)
+    if structure == "input channels":
+        mask[rng.choice(channels, round(parameter * channels), replace=False)] = True
+    elif structure == "filters":
+        mask[:, rng.choice(filters, round(parameter * filters), replace=False)] = True
+    else:
+        mask = random_frozen_mask(channels, filters, round(parameter * channels * filters),
+                                  seed=seed)
+    return mask
+
+
+class PlanLimit(keras.layers.Layer):
+    """The plan's convolutions on inputs that already have the block's channels."""
+
+    def __init__(self, plan, **kwargs):
+        super().__init__(**kwargs)
+        self.plan = plan
+
+    def build(self, input_shape):
+        self.kernels = [
+            self.add_weight(shape=(3, 3, len(b.channels), b.width), name=f"block{i}")
+            for i, b in enumerate(self.plan.blocks)
+        ]
+
+    def call(self, inputs):
+        conv = keras.ops.depthwise_conv if self.plan.reduction == "concat" else keras.ops.conv
+        return [conv(x, k, padding="same") for x, k in zip(inputs, self.kernels)]
+
+
+def variants(reduction, mask, size):
+    """``{name: (layer, input)}`` of one row (``limit`` takes its own inputs)."""
+    c, b, s = size["channels"], size["batch"], size["spatial"]
+    x = tf.random.stateless_normal((b, s, s, c), seed=(1, 2))
+    filters = mask.shape[1]
+    if reduction == "sum":
+        keras_layer = keras.layers.Conv2D(filters, 3, padding="same")
+    else:
+        keras_layer = keras.layers.DepthwiseConv2D(3, depth_multiplier=filters, padding="same")
+
+    def channel_conv(implementation):
+        return ChannelConv2D(filters, 3, frozen=mask, reduction=reduction, padding="same",
+                             implementation=implementation)
+
+    layers = {"keras": (keras_layer, x), "sparse": (channel_conv("sparse"), x)}
+    layers["sparse"][0].build(x.shape)
+    plan = layers["sparse"][0].plan
+    if not plan.prefer_sparse:
+        layers["auto"] = (channel_conv("auto"), x)
+    if plan.blocks:
+        parts = [tf.gather(x, list(b.channels), axis=-1) for b in plan.blocks]
+        layers["limit"] = (PlanLimit(plan), parts)
+    for layer, inputs in layers.values():
+        if not layer.built:
+            layer.build(tf.nest.map_structure(lambda t: t.shape, inputs))
+    return layers, plan
+
+
+def time_row(layers, mode, rounds):
+    """Median over rounds of each variant's time / the baseline's (and ms)."""
+    steps = {}
+    for name, (layer, x) in layers.items():
+        step = make_step(layer, mode, jit=False, optimizer=keras.optimizers.Adam())
+        for _ in range(WARMUP):
+            call(step, x)
+        steps[name] = (step, x)
+    times = {name: [] for name in steps}
+    order = list(steps)
+    for _ in range(rounds):
+        random.shuffle(order)
+        for name in order:
+            step, x = steps[name]
+            times[name].append(call(step, x))
+    base = np.array(times["keras"])
+    return {
+        name: {"ms": 1e3 * float(np.median(t)),
+               "ratio": float(np.median(np.array(t) / base))}
+        for name, t in times.items()
+    }
+
+
+def run(config, progress=print):
+    """Times every row of ``config``; returns the result dict."""
+    records, start = [], time.time()
+    rows = [(reduction, structure, parameter, filters)
+            for reduction, structure, parameter in config["rows"]
+            for filters in ((None,) if reduction == "sum" else MULTIPLIERS)]
+    total = len(config["sizes"]) * len(rows)
+    for size_name in config["sizes"]:
+        size = SIZES[size_name]
+        for reduction, structure, parameter, filters in rows:
+            filters = filters or size["filters"]
+            mask = frozen_zero(reduction, structure, parameter, size["channels"], filters)
+            layers, plan = variants(reduction, mask, size)
+            record = dict(size=size_name, reduction=reduction, structure=structure,
+                          parameter=parameter, filters=filters,
+                          frozen_fraction=float(mask.mean()),
+                          macs_fraction=plan.macs_fraction, blocks=len(plan.blocks),
+                          auto="sparse" if plan.prefer_sparse else "fused",
+                          plan=str(plan).split("\n")[0])
+            for mode in ("train", "infer"):
+                record[mode] = time_row(layers, mode, config["rounds"])
+            records.append(record)
+            progress(f"[{len(records)}/{total}] {size_name} {_row_name(record)}: sparse train {record['train']['sparse']['ratio']:.2f}, "
+                     f"infer {record['infer']['sparse']['ratio']:.2f} "
+                     f"({(time.time() - start) / 60:.1f} min)")
+    result = dict(environment=environment(), config={k: v for k, v in config.items()},
+                  records=records)
+    if config.get("profile"):
+        result["concat_profile"] = concat_profile(config["rounds"])
+        result["copy_profile"] = copy_profile(config["rounds"])
+    result["wall_s"] = time.time() - start
+    return result
+
+
+def copy_profile(rounds, groups=4, size="256x56"):
+    """Ms of the copies a block-diagonal sum plan adds to its convolutions.
+
+    In a training step of ``groups`` blocks, against the plan's
+    convolutions alone (``limit``): the split of the input into the
+    blocks' channels, the concatenation of their outputs, and the split of
+    the output's gradient (the concatenation's gradient); each moves one
+    input- or output-sized tensor.
+    """
+    c, b, s = (SIZES[size][k] for k in ("channels", "batch", "spatial"))
+    x = tf.random.stateless_normal((b, s, s, c), seed=(1, 2))
+    parts = tf.split(x, groups, axis=-1)
+    steps = {
+        "split of the input": (tf.function(lambda t: tf.split(t, groups, axis=-1)), x),
+        "concatenation of the outputs": (tf.function(lambda p: tf.concat(p, axis=-1)), parts),
+        "split of the output gradient": (tf.function(lambda t: tf.split(t, groups, axis=-1)), x),
+    }
+    return dict(size=size, groups=groups, ms=_time_steps(steps, rounds))
+
+
+def _time_steps(steps, rounds):
+    """Median ms of each ``name: (function, argument)``, interleaved."""
+    times = {name: [] for name in steps}
+    for fn, arg in steps.values():
+        for _ in range(WARMUP):
+            call(fn, arg)
+    order = list(steps)
+    for _ in range(3 * rounds):
+        random.shuffle(order)
+        for name in order:
+            fn, arg = steps[name]
+            times[name].append(call(fn, arg))
+    return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
+
+
+def concat_profile(rounds, fraction=0.75, size="256x56"):
+    """Inference ms of the sparse concat layer's steps, and of the dense layer.
+
+    Where the time of ``implementation="sparse"`` goes for a depthwise
+    layer (1 kernel per channel): the gather of the live channels, the
+    depthwise convolution of the live kernels, and the placement of their
+    outputs among the zeros of the full output; beside the dense
+    ``DepthwiseConv2D`` and a plain copy of a tensor of the output's size.
+    """
+    c, b, s = (SIZES[size][k] for k in ("channels", "batch", "spatial"))
+    mask = frozen_zero("concat", "random", fraction, c, 1)
+    layers, plan = variants("concat", mask, SIZES[size])
+    x = layers["keras"][1]
+    sparse = layers["sparse"][0]
+    run = sparse._sparse  # the SparseConvolution the layer runs
+    live = tf.gather(x, plan.input_index.tolist(), axis=-1)
+    kernel = tf.random.stateless_normal((3, 3, live.shape[-1], 1), seed=(3, 4))
+    y_live = tf.nn.depthwise_conv2d(live, kernel, (1, 1, 1, 1), "SAME")
+    y = layers["keras"][0](x)
+    steps = {
+        "DepthwiseConv2D": (tf.function(layers["keras"][0].__call__), x),
+        "sparse layer": (tf.function(sparse.__call__), x),
+        "input gather": (tf.function(run._select), x),
+        "depthwise of the live kernels": (
+            tf.function(lambda t: tf.nn.depthwise_conv2d(t, kernel, (1, 1, 1, 1), "SAME")), live),
+        "output placement": (tf.function(run._place), y_live),
+        "copy of the output": (tf.function(lambda t: t * 2.0), y),  # (t * 1.0 is removed by grappler)
+    }
+    return dict(size=size, fraction=fraction, live=int(plan.input_index.size),
+                ms=_time_steps(steps, rounds))
+
+
+def target_checks(records):
+    """Issue 12's targets against the 256x56 records."""
+    checks = []
+    for r in records:
+        target = TARGETS.get((r["reduction"], r["structure"], r["parameter"]))
+        if r["size"] != "256x56" or target is None:
+            continue
+        variant = target.get("variant", "sparse")
+        if variant not in r["train"]:
+            variant = "sparse"  # auto ran the plan: its time is sparse's
+        for mode in ("train", "infer"):
+            ratio = r[mode][variant]["ratio"]
+            checks.append(dict(row=_row_name(r), variant=variant, mode=mode, ratio=ratio,
+                               target=target[mode], met=ratio <= target[mode],
+                               limit=r[mode].get("limit", {}).get("ratio")))
+    return checks
+
+
+def _row_name(r):
+    p = r["parameter"]
+    what = f"{p} groups" if r["structure"] == "block-diagonal" else f"{p:.0%}"
+    multiplier = f" (x{r['filters']})" if r["reduction"] == "concat" else ""
+    return f"{r['reduction']}{multiplier} {r['structure']} {what}"
+
+
+def _line(record):
+    """A plot line: reduction, structure, and the multiplier of a concat row."""
+    multiplier = record["filters"] if record["reduction"] == "concat" else None
+    return record["reduction"], record["structure"], multiplier
+
+
+def markdown(result):
+    env = result["environment"]
+    lines = [
+        "# Sparse implementation against the dense Keras layer",
+        "",
+        f"TensorFlow {env['tensorflow']}, Keras {env['keras']}; {onednn_text(env)}; "
+        f"CPU {env['cpu']}, {env['cores']} cores; {env['date']}; "
+        f"{result['config']['rounds']} rounds; {result['wall_s'] / 60:.1f} min.",
+        "",
+        "Ratios: median over rounds of the variant's step time / the Keras layer's "
+        "in the same round. `limit`: the plan's convolutions alone.",
+        "",
+    ]
+    for size in dict.fromkeys(r["size"] for r in result["records"]):
+        rows = []
+        for r in (r for r in result["records"] if r["size"] == size):
+            cells = [_row_name(r), f"{r['frozen_fraction']:.3f}", f"{r['macs_fraction']:.3f}",
+                     str(r["blocks"]), r["auto"]]
+            for mode in ("train", "infer"):
+                t = r[mode]
+                cells += [f"{t['keras']['ms']:.1f}"] + [
+                    f"{t[name]['ratio']:.2f}" if name in t else "-"
+                    for name in ("sparse", "limit", "auto")
+                ]
+            rows.append(cells)
+        header = ["frozen zeros", "fraction", "MACs", "convs", "auto",
+                  "train keras ms", "sparse", "limit", "auto (fused)",
+                  "infer keras ms", "sparse", "limit", "auto (fused)"]
+        lines += [f"## {size}", "", *table(header, rows, "lrrrl" + "rrrr" * 2), ""]
+    profile = result.get("concat_profile")
+    if profile:
+        base = profile["ms"]["DepthwiseConv2D"]
+        rows = [[name, f"{ms:.2f}", f"{ms / base:.2f}"] for name, ms in profile["ms"].items()]
+        lines += [f"## Where sparse concat's time goes ({profile['size']}, 1 kernel per "
+                  f"channel, {profile['fraction']:.0%} frozen: {profile['live']} live; "
+                  "inference)", "", *table(["step", "ms", "/ DepthwiseConv2D"], rows, "lrr"), ""]
+    copies = result.get("copy_profile")
+    if copies:
+        rows = [[name, f"{ms:.2f}"] for name, ms in copies["ms"].items()]
+        rows.append(["total", f"{sum(copies['ms'].values()):.2f}"])
+        lines += [f"## The copies of a {copies['groups']}-block sum plan ({copies['size']})", "",
+                  *table(["copy", "ms"], rows, "lr"), ""]
+    checks = target_checks(result["records"])
+    if checks:
+        rows = [[c["row"], c["variant"], c["mode"], f"{c['ratio']:.2f}", f"{c['target']:.2f}",
+                 "yes" if c["met"] else "**no**",
+                 "-" if c["limit"] is None else f"{c['limit']:.2f}"] for c in checks]
+        header = ["frozen zeros", "variant", "step", "ratio", "target", "met", "limit"]
+        lines += ["## Targets (256x56)", "", *table(header, rows, "lllrrlr"), ""]
+    return "\n".join(lines) + "\n"
+
+
+def plot(result, path):
+    """Sparse / Keras against frozen fraction: a line per structure, a panel per size and step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = result["records"]
+    sizes = list(dict.fromkeys(r["size"] for r in records))
+    fig, axes = plt.subplots(len(sizes), 2, squeeze=False, figsize=(11, 4 * len(sizes)))
+    for i, size in enumerate(sizes):
+        for j, mode in enumerate(("train", "infer")):
+            ax = axes[i][j]
+            groups = dict.fromkeys(_line(r) for r in records)
+            for k, group in enumerate(groups):
+                rows = sorted((r for r in records if r["size"] == size and _line(r) == group),
+                              key=lambda r: r["frozen_fraction"])
+                if not rows:
+                    continue
+                x = [r["frozen_fraction"] for r in rows]
+                color = f"C{k}"
+                label = _row_name(rows[0]).rsplit(" ", 1 + (group[1] == "block-diagonal"))[0]
+                ax.plot(x, [r[mode]["sparse"]["ratio"] for r in rows], "o-", color=color,
+                        label=label)
+                limit = [(f, r[mode]["limit"]["ratio"]) for f, r in zip(x, rows)
+                         if "limit" in r[mode]]
+                if limit:
+                    ax.plot(*zip(*limit), ":", color=color, alpha=0.7)
+            ax.plot([0, 1], [1, 0], color="grey", lw=0.8, label="proportional to live kernels")
+            ax.axhline(1.0, color="black", lw=0.8)
+            ax.set(xlim=(0, 1), ylim=(0, 2.0), xlabel="fraction of kernels frozen at zero",
+                   ylabel="time / Keras layer", title=f"{size}, {mode} (dotted: limit)")
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    env = result["environment"]
+    fig.suptitle(f"implementation='sparse' / Keras layer (oneDNN "
+                 f"{'on' if env['onednn'] else 'off'}, TensorFlow {env['tensorflow']}, "
+                 f"{env['cores']} cores)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small size, two rows, 3 rounds")
+    parser.add_argument("--targets", action="store_true",
+                        help="only the rows with a target, at 256x56")
+    parser.add_argument("--rounds", type=int, help="rounds per row (default 7; 15 with --targets)")
+    parser.add_argument("--out", default=RESULTS, help="directory of the reports")
+    parser.add_argument("--report", metavar="JSON", help="rewrite the reports of a saved run")
+    args = parser.parse_args(argv)
+    if args.report:
+        with open(args.report) as f:
+            result = json.load(f)
+    else:
+        tf.get_logger().setLevel("ERROR")
+        random.seed(0)
+        env = environment()
+        print(f"TensorFlow {env['tensorflow']}, Keras {env['keras']}; {onednn_text(env)}; "
+              f"CPU {env['cpu']}, {env['cores']} cores", flush=True)
+        config = dict(QUICK if args.quick else TARGET_RUN if args.targets else FULL)
+        if args.rounds:
+            config["rounds"] = args.rounds
+        result = run(config, progress=lambda text: print(text, flush=True))
+    name = "bench_sparse" + ("_quick" if args.quick else "_targets" if args.targets else "")
+    if args.report:  # the saved run's own name
+        name = os.path.basename(args.report).rsplit("_onednn-", 1)[0]
+    write_setting_reports(result, args.out, name, markdown)
+    state = "on" if result["environment"]["onednn"] else "off"
+    plot(result, os.path.join(args.out, f"{name}_onednn-{state}.png"))
+
+
+if __name__ == "__main__":
+    main()
