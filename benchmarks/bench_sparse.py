@@ -5,7 +5,8 @@ Run from the repository root, once per oneDNN setting::
     TF_ENABLE_ONEDNN_OPTS=0 python benchmarks/bench_sparse.py   # about 10 min
     TF_ENABLE_ONEDNN_OPTS=1 python benchmarks/bench_sparse.py
     python benchmarks/bench_sparse.py --quick                    # small size, 2 rows
-    TF_ENABLE_ONEDNN_OPTS=0 python benchmarks/bench_sparse.py --targets --rounds 15   # issue 12's rows
+    TF_ENABLE_ONEDNN_OPTS=0 python benchmarks/bench_sparse.py --targets --rounds 15   # the target rows
+    TF_ENABLE_ONEDNN_OPTS=0 python benchmarks/bench_sparse.py --only "pruned groups"  # issue 13's row
     python benchmarks/bench_sparse.py --report benchmarks/results/bench_sparse_onednn-off.json
 
 It writes ``bench_sparse_onednn-off.{json,md,png}`` (or ``-on``; ``--quick``
@@ -72,6 +73,7 @@ ROWS = [
     *(("sum", "input channels", f) for f in (0.25, 0.5, 0.75)),
     *(("sum", "filters", f) for f in (0.25, 0.5, 0.75)),
     *(("sum", "random", f) for f in (0.1, 0.5, 0.75, 0.9)),
+    ("sum", "pruned groups", 4),
     *(("concat", "random", f) for f in (0.25, 0.5, 0.75, 0.9)),
 ]
 #: Issue 12's targets at 256x56: (reduction, structure, parameter) -> largest ratio.
@@ -82,6 +84,8 @@ TARGETS = {
     ("sum", "filters", 0.25): {"train": 0.85, "infer": 0.85},
     ("sum", "random", 0.1): {"train": 1.05, "infer": 1.03, "variant": "auto"},
     ("concat", "random", 0.75): {"train": 0.40, "infer": 0.40},  # each multiplier
+    # Issue 13: what group pruning to 75% leaves, condensed, in inference.
+    ("sum", "pruned groups", 4): {"infer": 0.50},
 }
 FULL = dict(sizes=list(SIZES), rows=ROWS, rounds=7, profile=True)
 QUICK = dict(sizes=["64x32"], rows=[("sum", "block-diagonal", 4), ("concat", "random", 0.75)],
@@ -95,12 +99,22 @@ def frozen_zero(reduction, structure, parameter, channels, filters, seed=0):
 
     Block-diagonal: ``parameter`` groups (a grouped convolution's mask);
     input channels / filters: that fraction of them (chosen at random) has
-    every kernel frozen; random: that fraction of all kernels.
+    every kernel frozen; random: that fraction of all kernels; pruned
+    groups: what ``KernelPruning(granularity="group", groups=parameter)``
+    leaves at 75%: in each of ``parameter`` consecutive groups of filters,
+    a quarter of the input channels (chosen at random per group) live.
     """
     rng = np.random.default_rng(seed)
     mask = np.zeros((channels, filters), bool)
     if structure == "block-diagonal":
         return grouped_frozen_mask(channels, filters, parameter)
+    if structure == "pruned groups":
+        mask[:] = True
+        size = filters // parameter
+        for g in range(parameter):
+            live = rng.choice(channels, channels // 4, replace=False)
+            mask[np.ix_(live, np.arange(g * size, (g + 1) * size))] = False
+        return mask
     if structure == "input channels":
         mask[rng.choice(channels, round(parameter * channels), replace=False)] = True
     elif structure == "filters":
@@ -291,7 +305,7 @@ def target_checks(records):
         variant = target.get("variant", "sparse")
         if variant not in r["train"]:
             variant = "sparse"  # auto ran the plan: its time is sparse's
-        for mode in ("train", "infer"):
+        for mode in [m for m in ("train", "infer") if m in target]:
             ratio = r[mode][variant]["ratio"]
             checks.append(dict(row=_row_name(r), variant=variant, mode=mode, ratio=ratio,
                                target=target[mode], met=ratio <= target[mode],
@@ -301,7 +315,7 @@ def target_checks(records):
 
 def _row_name(r):
     p = r["parameter"]
-    what = f"{p} groups" if r["structure"] == "block-diagonal" else f"{p:.0%}"
+    what = f"{p} groups" if r["structure"] in ("block-diagonal", "pruned groups") else f"{p:.0%}"
     multiplier = f" (x{r['filters']})" if r["reduction"] == "concat" else ""
     return f"{r['reduction']}{multiplier} {r['structure']} {what}"
 
@@ -385,7 +399,8 @@ def plot(result, path):
                     continue
                 x = [r["frozen_fraction"] for r in rows]
                 color = f"C{k}"
-                label = _row_name(rows[0]).rsplit(" ", 1 + (group[1] == "block-diagonal"))[0]
+                grouped = group[1] in ("block-diagonal", "pruned groups")
+                label = _row_name(rows[0]).rsplit(" ", 1 + grouped)[0]
                 ax.plot(x, [r[mode]["sparse"]["ratio"] for r in rows], "o-", color=color,
                         label=label)
                 limit = [(f, r[mode]["limit"]["ratio"]) for f, r in zip(x, rows)
@@ -413,6 +428,8 @@ def main(argv=None):
     parser.add_argument("--targets", action="store_true",
                         help="only the rows with a target, at 256x56")
     parser.add_argument("--rounds", type=int, help="rounds per row (default 7; 15 with --targets)")
+    parser.add_argument("--only", metavar="STRUCTURE",
+                        help="only the target rows of this structure, e.g. 'pruned groups'")
     parser.add_argument("--out", default=RESULTS, help="directory of the reports")
     parser.add_argument("--report", metavar="JSON", help="rewrite the reports of a saved run")
     args = parser.parse_args(argv)
@@ -425,11 +442,15 @@ def main(argv=None):
         env = environment()
         print(f"TensorFlow {env['tensorflow']}, Keras {env['keras']}; {onednn_text(env)}; "
               f"CPU {env['cpu']}, {env['cores']} cores", flush=True)
-        config = dict(QUICK if args.quick else TARGET_RUN if args.targets else FULL)
+        config = dict(QUICK if args.quick else TARGET_RUN if args.targets or args.only else FULL)
+        if args.only:
+            config["rows"] = [row for row in config["rows"] if row[1] == args.only]
         if args.rounds:
             config["rounds"] = args.rounds
         result = run(config, progress=lambda text: print(text, flush=True))
     name = "bench_sparse" + ("_quick" if args.quick else "_targets" if args.targets else "")
+    if args.only:
+        name = "bench_sparse_" + args.only.replace(" ", "_")
     if args.report:  # the saved run's own name
         name = os.path.basename(args.report).rsplit("_onednn-", 1)[0]
     write_setting_reports(result, args.out, name, markdown)

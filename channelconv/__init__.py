@@ -4,6 +4,7 @@ from channelconv.convert import convert_model, from_conv, from_conv2d, strip, to
 from channelconv.layers import ChannelConv1D, ChannelConv2D, ChannelConv3D
 from channelconv.mask import grouped_frozen_mask, random_frozen_mask
 from channelconv.plot import plot_kernel_mask
+from channelconv.pruning import ConstantSparsity, KernelPruning, PolynomialDecay, condense
 
 __version__ = "0.1.0"
 
@@ -11,6 +12,10 @@ __all__ = [
     "ChannelConv1D",
     "ChannelConv2D",
     "ChannelConv3D",
+    "ConstantSparsity",
+    "KernelPruning",
+    "PolynomialDecay",
+    "condense",
     "convert_model",
     "from_conv",
     "from_conv2d",

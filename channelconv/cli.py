@@ -2,8 +2,9 @@
 
 ``channelconv reproduce`` replays the StackOverflow answer and checks its
 defects (:mod:`channelconv.reproduce`); ``channelconv demo`` trains the
-question's model with frozen kernels (:mod:`channelconv.demo`). See
-``docs/cli.md``.
+question's model with frozen kernels (:mod:`channelconv.demo`);
+``channelconv prune-demo`` prunes kernels in training on scikit-learn's
+digits (:mod:`channelconv.prune_demo`). See ``docs/cli.md``.
 
 Exit codes: 0 success, 1 a check failed or the model could not be saved,
 2 a usage error (bad option value, unwritable output path), 130 interrupted.
@@ -13,7 +14,7 @@ import argparse
 import os
 import sys
 
-from channelconv import demo, reproduce
+from channelconv import demo, prune_demo, reproduce
 from channelconv.demo import DEFAULTS
 from channelconv.layers.base import IMPLEMENTATIONS
 from channelconv.ops import REDUCTIONS
@@ -126,7 +127,8 @@ def build_parser():
         ),
     )
     commands = parser.add_subparsers(
-        dest="command", metavar="{reproduce,demo}", required=True, parser_class=_Parser
+        dest="command", metavar="{reproduce,demo,prune-demo}", required=True,
+        parser_class=_Parser,
     )
 
     reproduce_parser = commands.add_parser(
@@ -222,6 +224,36 @@ def build_parser():
         "epoch (default: %(default)s)",
     )
     demo_parser.set_defaults(subparser=demo_parser)
+
+    prune_parser = commands.add_parser(
+        "prune-demo",
+        help="prune kernels in training on scikit-learn's digits, then condense",
+        description=(
+            "Trains a small CNN on the 8x8 digits bundled with scikit-learn, "
+            "then prunes 50%% and 75%% of the kernels of its two larger "
+            "convolutions with each granularity (and at random), fine-tunes, "
+            "condenses, and prints test accuracy, trainable weights and "
+            "inference time against the dense model. Exits 0 when its checks "
+            "hold. Needs scikit-learn (pip install 'channelconv[demo]')."
+        ),
+    )
+    defaults = prune_demo.DEFAULTS
+    prune_parser.add_argument("--seeds", type=_int_at_least(1), default=defaults["seeds"],
+                              metavar="N", help="runs per case (default: %(default)s)")
+    prune_parser.add_argument("--dense-epochs", type=_int_at_least(1),
+                              default=defaults["dense_epochs"], metavar="N",
+                              help="epochs of dense training (default: %(default)s)")
+    prune_parser.add_argument("--finetune-epochs", type=_int_at_least(1),
+                              default=defaults["finetune_epochs"], metavar="N",
+                              help="epochs of pruning and fine-tuning (default: %(default)s)")
+    prune_parser.add_argument("--batch-size", type=_int_at_least(1),
+                              default=defaults["batch_size"], metavar="N",
+                              help="images per batch (default: %(default)s)")
+    prune_parser.add_argument("--plot", default=defaults["plot"], metavar="PATH.png",
+                              help="where to save the accuracy plot; '' for none "
+                              "(default: %(default)s)")
+    prune_parser.add_argument("--verbose", type=int, choices=(0, 1), default=defaults["verbose"],
+                              help="1: a progress bar (default: %(default)s)")
     return parser
 
 
@@ -248,6 +280,12 @@ def main(argv=None):
     try:
         if args.command == "reproduce":
             return reproduce.run(seed=args.seed)
+        if args.command == "prune-demo":
+            return prune_demo.run(
+                seeds=args.seeds, dense_epochs=args.dense_epochs,
+                finetune_epochs=args.finetune_epochs, batch_size=args.batch_size,
+                plot=args.plot, verbose=args.verbose,
+            )
         return _demo(args)
     except KeyboardInterrupt:
         print(f"channelconv {args.command}: interrupted", file=sys.stderr)

@@ -54,6 +54,7 @@ import numpy as np
 import tensorflow as tf
 
 from channelconv.layers import ChannelConv2D
+from channelconv.pruning import ConstantSparsity, KernelPruning
 
 EXAMPLE_PATH = (
     pathlib.Path(__file__).resolve().parents[1] / "docs" / "examples" / "train_distributed.py"
@@ -91,6 +92,8 @@ FIT_SCENARIOS = {
     "per_channel-concat": dict(implementation="per_channel", reduction="concat"),
     "sparse-sum": dict(implementation="sparse", reduction="sum"),
     "sparse-concat": dict(implementation="sparse", reduction="concat"),
+    # KernelPruning in fit: half of the 12 kernels zero from step 1 on.
+    "pruned-fused-sum": dict(implementation="fused", reduction="sum", pruning=True),
     "mixed_float16": dict(
         implementation="fused", reduction="sum", policy="mixed_float16"
     ),
@@ -140,7 +143,7 @@ def make_data():
     return x, y
 
 
-def build_model(implementation="fused", reduction="sum", seed=1):
+def build_model(implementation="fused", reduction="sum", seed=1, pruning=False):
     """Input -> ChannelConv2D -> Flatten -> Dense(2, float32).
 
     The frozen kernels are drawn from a normal distribution (not zeros), so
@@ -162,6 +165,7 @@ def build_model(implementation="fused", reduction="sum", seed=1):
         implementation=implementation,
         reduction=reduction,
         padding="same",
+        prunable=pruning,
         name="channel_conv0",
     )(inputs)
     h = keras.layers.Flatten()(h)
@@ -199,10 +203,12 @@ def replica_copies(model, strategy, prefix):
     }
 
 
-def train_fit(model, x, y):
-    """``model.fit`` on the global batches, in order."""
+def train_fit(model, x, y, pruning=False):
+    """``model.fit`` on the global batches, in order (pruning half the kernels)."""
     compile_model(model)
-    model.fit(x, y, batch_size=GLOBAL_BATCH, epochs=EPOCHS, shuffle=False, verbose=0)
+    callbacks = [KernelPruning(ConstantSparsity(0.5, begin_step=1, frequency=2))] if pruning else []
+    model.fit(x, y, batch_size=GLOBAL_BATCH, epochs=EPOCHS, shuffle=False, verbose=0,
+              callbacks=callbacks)
 
 
 def example_optimizer(name="sgd"):
@@ -242,9 +248,9 @@ def run_fit_scenario(name, options, strategy, out_dir):
         mirrored = build_model(**options)
     mirrored.set_weights(single.get_weights())
     arrays = weights_by_path(mirrored, "initial")
-    train_fit(single, x, y)
+    train_fit(single, x, y, options.get("pruning", False))
     with strategy.scope():
-        train_fit(mirrored, x, y)
+        train_fit(mirrored, x, y, options.get("pruning", False))
     arrays.update(weights_by_path(single, "single"))
     arrays.update(weights_by_path(mirrored, "mirrored"))
     arrays.update(replica_copies(mirrored, strategy, "replica1"))

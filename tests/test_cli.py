@@ -56,8 +56,8 @@ def test_installed_entry_point_unwritable_output_is_one_line(tmp_path):
 
 @pytest.mark.parametrize(
     "argv",
-    [["--help"], ["demo", "--help"], ["reproduce", "--help"]],
-    ids=["top", "demo", "reproduce"],
+    [["--help"], ["demo", "--help"], ["reproduce", "--help"], ["prune-demo", "--help"]],
+    ids=["top", "demo", "reproduce", "prune-demo"],
 )
 def test_help_exits_zero(capsys, argv):
     code, out, _ = _usage_error(capsys, argv)
@@ -76,8 +76,10 @@ def test_demo_help_lists_every_option(capsys):
 
 
 USAGE_ERRORS = [
-    ([], r"^channelconv: error: the following arguments are required: \{reproduce,demo\}"),
-    (["train"], r"^channelconv: error: argument \{reproduce,demo\}: invalid choice: 'train'"),
+    ([], r"^channelconv: error: the following arguments are required: "
+         r"\{reproduce,demo,prune-demo\}"),
+    (["train"], r"^channelconv: error: argument \{reproduce,demo,prune-demo\}: invalid choice: "
+                r"'train'"),
     (["reproduce", "--seed", "-1"], r"argument --seed: expected an integer >= 0, received -1"),
     (["demo", "--epochs", "0"], r"argument --epochs: expected an integer >= 1, received 0"),
     (["demo", "--epochs", "two"], r"argument --epochs: expected an integer >= 1, received 'two'"),
@@ -265,3 +267,26 @@ def test_demo_save_failure_is_one_line_exit_1(capsys, tmp_path, monkeypatch):
         f"channelconv demo: error: cannot save the model to '{path}': "
         f"[Errno 13] Permission denied: '{path}'\n"
     )
+
+
+# --- prune-demo ----------------------------------------------------------------------
+
+
+def test_prune_demo_reduced_runs_its_checks_and_plots(capsys, tmp_path):
+    """The reduced study: one seed, one epoch each; the checks hold, the table
+    has every case with the condensed trainable weights of c2 and c3 (16 x 32
+    and 32 x 32 kernels of 3 x 3: 13,824 dense), and the plot is written."""
+    plot = tmp_path / "p.png"
+    argv = ["prune-demo", "--seeds", "1", "--dense-epochs", "1", "--finetune-epochs", "1",
+            "--verbose", "0", "--plot", str(plot)]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "%" in line]
+    assert len(rows) == 1 + 4 * 2 + 1
+    weights = {50: 13824 // 2, 75: 13824 // 4}
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        sparsity = int(cells[1].rstrip("%"))
+        assert int(cells[3]) == weights.get(sparsity, 13824), row
+    assert out.count(": ok") == 3 and out.rstrip().endswith("All checks passed.")
+    assert plot.stat().st_size > 0

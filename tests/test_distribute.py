@@ -185,6 +185,18 @@ def test_mirrored_replicas_hold_identical_copies(mirrored, name):
     assert_same_weights(split(arrays, "replica1"), split(arrays, "mirrored"))
 
 
+def test_mirrored_pruning_prunes_the_same_kernels(mirrored):
+    """KernelPruning under the strategy: the single-device run's masks, bit for bit,
+    half of the 12 kernels (the 4 frozen ones, at non-zero values, never)."""
+    arrays, _ = scenario_result(mirrored, "pruned-fused-sum")
+    masks = {stage: split(arrays, stage)["channel_conv0/pruned_kernels"]
+             for stage in ("single", "mirrored", "replica1")}
+    assert masks["single"].sum() == 6
+    assert not masks["single"][tuple(np.array(worker.FROZEN).T)].any()
+    for stage in ("mirrored", "replica1"):
+        np.testing.assert_array_equal(masks[stage], masks["single"])
+
+
 # --- the documented loop (docs/examples/train_distributed.py) ------------------
 
 

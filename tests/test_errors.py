@@ -270,6 +270,12 @@ CONSTRUCTION = [
         r"Received: reduction=None of type NoneType",
     ),
     _case(
+        "prunable-not-bool",
+        dict(prunable=1),
+        TypeError,
+        r"`prunable` must be a bool\. Received: prunable=1 of type int",
+    ),
+    _case(
         "implementation-not-str",
         dict(implementation=1),
         TypeError,

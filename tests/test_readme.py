@@ -253,8 +253,41 @@ def check_performance_sparse(ns, out):
     np.testing.assert_allclose(to_numpy(y), to_numpy(conv(x)), rtol=1e-4, atol=1e-4)
 
 
+def check_pruning_workflow(ns, out):
+    """The printed counts; the pruned kernels are zero in the effective
+    kernels; condense and strip compute what the pruned model computes."""
+    assert out.splitlines() == [
+        "c1 96 of 128 kernels pruned; 288 trainable kernel weights",
+        "c2 192 of 256 kernels pruned; 576 trainable kernel weights",
+    ]
+    model, small, plain, x = ns["model"], ns["small"], ns["plain"], ns["x"]
+    for name in ("c1", "c2"):
+        layer = model.get_layer(name)
+        pruned = to_numpy(layer.pruned_kernels) > 0
+        assert not to_numpy(layer.kernel)[..., pruned].any()
+        np.testing.assert_array_equal(small.get_layer(name).frozen_mask, pruned)
+    expected = to_numpy(model(x))
+    np.testing.assert_allclose(to_numpy(small(x)), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(to_numpy(plain(x)), expected, rtol=1e-4, atol=1e-4)
+
+
+def check_readme_pruning(ns, out):
+    """"0.75": a quarter of the kernels live, as 4 groups each keeping the
+    same number of input channels; condense and strip compute the same."""
+    assert out == "0.75\n"
+    model, small, plain = ns["model"], ns["small"], ns["plain"]
+    mask = small.get_layer("conv").frozen_mask
+    for block in np.split(~mask, 4, axis=1):  # each group: 2 of 8 channels live
+        assert (block.all(axis=1) | ~block.any(axis=1)).all() and block.any(axis=1).sum() == 2
+    x = np.random.default_rng(0).normal(size=(2, 16, 16, 8)).astype("float32")
+    np.testing.assert_allclose(to_numpy(small(x)), to_numpy(model(x)), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(to_numpy(plain(x)), to_numpy(model(x)), rtol=1e-4, atol=1e-4)
+
+
 BLOCKS = [
     ("README.md", 0, check_readme_quick_start),
+    ("README.md", 1, check_readme_pruning),
+    ("docs/pruning.md", 0, check_pruning_workflow),
     ("docs/performance.md", 0, check_performance_sparse),
     ("docs/semantics.md", 0, check_semantics_sum_is_conv2d),
     ("docs/reproduction.md", 0, check_reproduction_answer_done_right),

@@ -47,6 +47,7 @@ def _non_default(rank):
         activity_regularizer=keras.regularizers.L2(0.03),
         kernel_constraint=keras.constraints.MaxNorm(2.0, axis=list(range(rank + 1))),
         bias_constraint=keras.constraints.NonNeg(),
+        prunable=True,
     )
 
 
@@ -124,6 +125,7 @@ def test_every_argument_survives_from_config(rank, overrides, at_default):
     assert clone.kernel_constraint.max_value == 2.0
     assert list(clone.kernel_constraint.axis) == list(range(rank + 1))
     assert float(clone.frozen_initializer.value) == 0.25
+    assert clone.prunable is True
 
 
 def _mask(pairs, shape=(3, 4)):

@@ -51,6 +51,7 @@ class BaseChannelConv(keras.layers.Layer):
         activity_regularizer=None,
         kernel_constraint=None,
         bias_constraint=None,
+        prunable=False,
         **kwargs,
     ):
         if self.rank not in PADDINGS:
@@ -93,6 +94,15 @@ class BaseChannelConv(keras.layers.Layer):
         self.bias_regularizer = regularizers.get(bias_regularizer)
         self.kernel_constraint = constraints.get(kernel_constraint)
         self.bias_constraint = constraints.get(bias_constraint)
+        self.prunable = check.boolean(prunable, "prunable")
+        if self.prunable and self.implementation == "sparse":
+            raise ValueError(
+                "implementation='sparse' runs a plan made from the frozen set "
+                "when the layer is built, so it cannot follow kernels pruned "
+                "during training: use implementation='fused' (or 'auto', which "
+                "runs fused) with prunable=True, then `channelconv.condense`. "
+                "Received: implementation='sparse', prunable=True."
+            )
 
     @property
     def _channel_axis(self):
@@ -136,6 +146,13 @@ class BaseChannelConv(keras.layers.Layer):
             initializer=view.initializer(self.frozen_initializer, frozen_pos),
             trainable=False,
         )
+        if self.prunable:  # 1.0 where a kernel is pruned (channelconv.pruning)
+            self.pruned_kernels = self.add_weight(
+                name="pruned_kernels",
+                shape=mask.shape,
+                initializer="zeros",
+                trainable=False,
+            )
         if self.use_bias:
             self.bias = self.add_weight(
                 name="bias",
@@ -156,8 +173,8 @@ class BaseChannelConv(keras.layers.Layer):
     def _choose_sparse(self):
         """Makes the sparse plan; runs it for ``"sparse"``, or where ``"auto"`` prefers."""
         nonzero = _nonzero_kernels(self.frozen_kernels)
-        if self.implementation == "auto" and nonzero.any():
-            return  # frozen at non-zero values: nothing to skip, fused
+        if self.implementation == "auto" and (nonzero.any() or self.prunable):
+            return  # frozen at non-zero values or pruned in training: fused
         initializer = initializers.serialize(self.frozen_initializer)
         self._refuse_nonzero_frozen(nonzero, f"`frozen_initializer={initializer!r}`")
         self._plan = plan = make_plan(self._frozen, self.kernel_size, self.reduction)
@@ -209,7 +226,10 @@ class BaseChannelConv(keras.layers.Layer):
         """The effective full kernel, ``kernel_size + (in_channels, filters)``."""
         if not self.built:
             raise AttributeError("The layer must be built before `kernel` exists.")
-        return self._assembly(self.trainable_kernels, self.frozen_kernels)
+        kernel = self._assembly(self.trainable_kernels, self.frozen_kernels)
+        if self.prunable:  # pruned kernels are exactly zero
+            kernel = kernel * ops.cast(1.0 - self.pruned_kernels, kernel.dtype)
+        return kernel
 
     def assign_kernel(self, kernel):
         """Sets the trainable and the frozen kernels from one full kernel.
@@ -359,6 +379,7 @@ class BaseChannelConv(keras.layers.Layer):
                 ),
                 "kernel_constraint": constraints.serialize(self.kernel_constraint),
                 "bias_constraint": constraints.serialize(self.bias_constraint),
+                "prunable": self.prunable,
             }
         )
         return config

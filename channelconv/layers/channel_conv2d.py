@@ -79,6 +79,12 @@ class ChannelConv2D(BaseChannelConv):
             kernels at zero (so ``MaxNorm(axis=[0, 1, 2])`` means what it
             means for ``Conv2D``) and only the trainable kernels are updated.
         bias_constraint: constraint of the bias.
+        prunable: bool, default ``False``. If ``True`` the layer has a
+            non-trainable variable ``pruned_kernels`` ``(in_channels,
+            filters)``, 1.0 where a kernel is pruned, and its effective
+            kernel is zero there: :class:`channelconv.KernelPruning` sets it
+            during training, :func:`channelconv.condense` turns the pruned
+            kernels into frozen zeros. Runs the fused (or per-channel) path.
         **kwargs: base layer arguments (``name``, ``dtype``, ``trainable``).
 
     The string options ``reduction``, ``implementation``, ``padding`` and
