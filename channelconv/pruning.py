@@ -234,7 +234,9 @@ class KernelPruning(keras.callbacks.Callback):
             )
         self.groups = groups
         if layers is not None:
-            if isinstance(layers, str) or not all(isinstance(n, str) for n in layers):
+            if isinstance(layers, str) or not isinstance(layers, (list, tuple)) or not all(
+                isinstance(n, str) for n in layers
+            ):
                 raise TypeError(
                     "`layers` must be a list of layer names. Received: "
                     f"layers={layers!r}."

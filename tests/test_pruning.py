@@ -198,7 +198,9 @@ def test_callable_criterion_decides():
          r"`groups` applies to granularity='group' only"),
         (lambda: KernelPruning(0.5), TypeError, r"`schedule` must be a channelconv"),
         (lambda: KernelPruning(ConstantSparsity(0.5), layers="conv"), TypeError,
-         r"`layers` must be a list of layer names"),
+         r"`layers` must be a list of layer names\. Received: layers='conv'"),
+        (lambda: KernelPruning(ConstantSparsity(0.5), layers=3), TypeError,
+         r"`layers` must be a list of layer names\. Received: layers=3"),
     ],
 )
 def test_bad_arguments(make, error, pattern):
