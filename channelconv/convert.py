@@ -142,8 +142,7 @@ def from_conv(conv, frozen=None, frozen_values="zeros", implementation="fused"):
             mask = mask | grouped_frozen_mask(in_channels, filters, groups)
         if frozen_values == "zeros":
             kernel[..., mask] = 0
-        elif implementation == "auto" and kernel[..., mask].any():
-            implementation = "fused"  # frozen at non-zero values: nothing to skip
+        implementation = _auto_resolved(implementation, kernel, mask)
         layer = _CHANNEL_CONVS[rank](frozen=mask, implementation=implementation, **kwargs)
         layer.build(_input_shape(layer, in_channels))
         layer.assign_kernel(kernel)
@@ -152,6 +151,18 @@ def from_conv(conv, frozen=None, frozen_values="zeros", implementation="fused"):
     if layer.use_bias:
         layer.bias.assign(keras.ops.convert_to_numpy(conv.bias))
     return layer
+
+
+def _auto_resolved(implementation, kernel, frozen):
+    """``implementation``, but ``"auto"`` is ``"fused"`` when a frozen kernel is non-zero.
+
+    A layer resolves ``"auto"`` when it is built, from the frozen values it
+    draws then; a layer about to be given its kernel (``assign_kernel``)
+    resolves it here, from that kernel, the same way.
+    """
+    if implementation == "auto" and np.asarray(kernel)[..., frozen].any():
+        return "fused"
+    return implementation
 
 
 def from_conv2d(conv, frozen=None, frozen_values="zeros", implementation="fused"):

@@ -22,7 +22,13 @@ import keras
 import numpy as np
 
 from channelconv import _validation as check
-from channelconv.convert import _check_graph_model, _input_shape, _rebuild
+from channelconv.convert import (
+    _all_layers,
+    _auto_resolved,
+    _check_graph_model,
+    _input_shape,
+    _rebuild,
+)
 from channelconv.layers import BaseChannelConv
 
 CRITERIA = ("l1", "l2")
@@ -316,7 +322,7 @@ class KernelPruning(keras.callbacks.Callback):
 
 def _pruned_layers(model, names):
     """The prunable channel convolutions of ``model`` that ``names`` selects."""
-    everything = _all_layers(model)
+    everything = list(_all_layers(model))
     by_name = {layer.name: layer for layer in everything}
     if names is None:
         layers = [la for la in everything if isinstance(la, BaseChannelConv) and la.prunable]
@@ -345,15 +351,6 @@ def _pruned_layers(model, names):
                 "`pruned_kernels` to set."
             )
     return [by_name[n] for n in names]
-
-
-def _all_layers(model):
-    layers = []
-    for layer in model.layers:
-        layers.append(layer)
-        if hasattr(layer, "layers"):
-            layers.extend(_all_layers(layer))
-    return layers
 
 
 def _frozen_nonzero(layer, kernel):
@@ -442,12 +439,11 @@ def condense(model):
     def replace(layer):
         if not (isinstance(layer, BaseChannelConv) and layer.prunable):
             return None
-        pruned = keras.ops.convert_to_numpy(layer.pruned_kernels) > 0
-        config = dict(layer.get_config(), prunable=False, implementation="auto",
-                      frozen=layer.frozen_mask | pruned, frozen_initializer="zeros")
+        frozen = layer.frozen_mask | (keras.ops.convert_to_numpy(layer.pruned_kernels) > 0)
         kernel = keras.ops.convert_to_numpy(layer.kernel)
-        if (kernel[..., layer.frozen_mask & ~pruned] != 0).any():
-            config["implementation"] = "fused"  # frozen at non-zero values
+        config = dict(layer.get_config(), prunable=False, frozen=frozen,
+                      frozen_initializer="zeros",
+                      implementation=_auto_resolved("auto", kernel, frozen))
         new = type(layer).from_config(config)
         new.build(_input_shape(new, layer.frozen_mask.shape[0]))
         new.assign_kernel(kernel)

@@ -373,6 +373,12 @@ def test_from_conv_sparse_refuses_kept_nonzero_frozen_kernels():
         from_conv(conv, EXTRA, frozen_values="keep", implementation="sparse")
     kept = from_conv(conv, EXTRA, frozen_values="keep", implementation="auto")
     assert kept.implementation_in_use == "fused"  # small: auto keeps the dense path
+    # At 64 channels auto runs the groups sparse, unless a kept frozen kernel is
+    # non-zero: then the layer is fused (not refused).
+    big = make_source(keras.layers.Conv2D, dict(filters=64, kernel_size=3, groups=4), 64)
+    assert from_conv(big, implementation="auto").implementation_in_use == "sparse"
+    kept = from_conv(big, [(0, 0)], frozen_values="keep", implementation="auto")
+    assert (kept.implementation, kept.implementation_in_use) == ("fused", "fused")
 
 
 STRIPPED_GROUPED = [  # (id, change to the converted layer, whether it stays grouped)
