@@ -10,13 +10,24 @@ Run from the repository root, with the ``bench`` extra installed
     python benchmarks/bench_conv.py --cells concat:64:64 sum:256:64 --jit off --rounds 121 --seconds 12
                                                # re-time cells of the full run, longer
     TF_ENABLE_ONEDNN_OPTS=0 python benchmarks/bench_conv.py   # with oneDNN off
+    KERAS_BACKEND=jax python benchmarks/bench_conv.py          # on JAX (bench_conv_jax.*)
+    KERAS_BACKEND=torch python benchmarks/bench_conv.py        # on PyTorch (bench_conv_torch.*)
+    KERAS_BACKEND=jax python benchmarks/bench_conv.py --smoke  # seconds: checks the install
 
 It writes ``bench_conv.json``, ``bench_conv.md`` and ``bench_conv.png``
-(``bench_conv_quick.*`` with ``--quick``, ``bench_conv1d.*`` /
-``bench_conv3d.*`` with ``--rank``) to ``benchmarks/results/`` (change with
-``--out``) and shows a progress bar on stderr. The cases, timing, reports
-and plot are the shared harness in ``benchlib/``; this script is its
-command line.
+(``bench_conv_quick.*`` with ``--quick``, ``bench_conv_smoke.*`` with
+``--smoke``, ``bench_conv1d.*`` / ``bench_conv3d.*`` with ``--rank``;
+``_jax`` or ``_torch`` appended on those backends) to
+``benchmarks/results/`` (change with ``--out``) and shows a progress bar on
+stderr. The cases, timing, reports and plot are the shared harness in
+``benchlib/``; this script is its command line.
+
+It runs on the Keras backend ``KERAS_BACKEND`` names: TensorFlow (the
+default), JAX or PyTorch; :mod:`benchlib.steps` says how each compiles the
+steps. The ``jit`` axis is TensorFlow's ``jit_compile`` off and on; JAX
+compiles every step with XLA (recorded as ``jit`` on), PyTorch runs them
+eagerly (``jit`` off). The StackOverflow answer's layer is TensorFlow code
+and is timed on TensorFlow only.
 
 TensorFlow's oneDNN CPU kernels change the dense baselines' times. Whether
 they run is decided when TensorFlow starts, by ``TF_ENABLE_ONEDNN_OPTS`` or,
@@ -42,18 +53,20 @@ baseline):
   (:class:`channelconv.reference.AnswerConv2D`) where its fixed shape
   applies (3 input channels, 16 filters);
 - a training step (forward, backward and Adam update in one compiled
-  ``tf.function``) and an inference step (forward only), each with and
-  without ``jit_compile``.
+  ``tf.function``, one ``jax.jit`` function, or eagerly on PyTorch) and an
+  inference step (forward only), on TensorFlow each with and without
+  ``jit_compile``.
 
-The training step is written here with ``tf.GradientTape`` and
-``optimizer.apply_gradients`` rather than taken from ``model.fit`` /
-``train_on_batch``: those add a per-call Python cost (data adapter, logs,
-callbacks) that is the same for every variant and only dilutes the ratios,
-and the hand-written step makes it explicit what is compiled (exactly
-forward + backward + update) and with which ``jit_compile``.
+The training step is written out (:mod:`benchlib.steps`: on TensorFlow
+with ``tf.GradientTape`` and ``optimizer.apply_gradients``) rather than
+taken from ``model.fit`` / ``train_on_batch``: those add a per-call Python
+cost (data adapter, logs, callbacks) that is the same for every variant and
+only dilutes the ratios, and the hand-written step makes it explicit what
+is compiled (exactly forward + backward + update) and with which
+``jit_compile``.
 
 How it is timed: the variants of one size, one step kind and one
-``jit_compile`` setting are built, traced and warmed up, then timed in
+``jit`` setting are built, traced and warmed up, then timed in
 rounds; each round runs every variant once, in a shuffled order, so that
 drift of a shared machine hits all alike (see :class:`Plan` for how many
 rounds). A variant's time is its median over rounds; its ratio to the
@@ -74,8 +87,6 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import tensorflow as tf  # noqa: E402
-
 from benchlib.cases import (  # noqa: E402,F401 - the harness's names, as used by tests
     FULL,
     PLANS,
@@ -87,10 +98,19 @@ from benchlib.cases import (  # noqa: E402,F401 - the harness's names, as used b
     cells_plan,
     group_label,
     quick_plan,
+    smoke_plan,
     variants_for,
 )
-from benchlib.environment import environment, load_average, onednn_setting, onednn_text  # noqa: E402,F401
+from benchlib.environment import (  # noqa: E402,F401
+    backend_suffix,
+    environment,
+    load_average,
+    onednn_setting,
+    onednn_text,
+    versions_text,
+)
 from benchlib.report import per_channel_scaling, summarize, target_checks, write_reports  # noqa: E402,F401
+from benchlib.steps import jit_settings, quiet  # noqa: E402
 from benchlib.timing import Progress, build_entries, measure, time_assembly  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -134,6 +154,8 @@ def run(plan, out_dir, stem, mode_name="custom", stream=sys.stderr):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smaller run, under a minute")
+    parser.add_argument("--smoke", action="store_true",
+                        help="seconds at toy sizes, through every path: checks a backend's install")
     parser.add_argument("--rank", type=int, choices=(1, 2, 3), default=2,
                         help="1-D, 2-D or 3-D convolutions (default: %(default)s)")
     parser.add_argument("--out", default=RESULTS, help="output directory (default: %(default)s)")
@@ -142,7 +164,8 @@ def main(argv=None):
     parser.add_argument("--cells", nargs="+", metavar="REDUCTION:IN:FILTERS",
                         help="only these cells of the full plan (written as bench_conv_cells.*)")
     parser.add_argument("--jit", choices=("off", "on", "both"), default="both",
-                        help="with --cells: jit_compile settings (default: %(default)s)")
+                        help="with --cells: jit_compile settings (default: %(default)s; "
+                             "JAX has only on, PyTorch only off)")
     parser.add_argument("--rounds", type=int, default=FULL.max_rounds,
                         help="with --cells: most rounds per group (default: %(default)s)")
     parser.add_argument("--seconds", type=float, default=FULL.group_seconds,
@@ -155,21 +178,28 @@ def main(argv=None):
         write_reports(result, os.path.dirname(os.path.abspath(args.report)), stem)
         print(f"rewrote the reports of {args.report}")
         return
-    # One trace per function is checked and reported; TensorFlow's retracing
-    # warning counts traces across the many functions made here.
-    tf.get_logger().setLevel("ERROR")
+    quiet()
     name = "bench_conv" if args.rank == 2 else f"bench_conv{args.rank}d"
     plan, stem = PLANS[args.rank], name
     if args.quick:
         plan, stem = quick_plan(args.rank), f"{name}_quick"
+    if args.smoke:
+        plan, stem = smoke_plan(args.rank), f"{name}_smoke"
+    jit = plan.jit
     if args.cells:
         jit = {"off": (False,), "on": (True,), "both": (False, True)}[args.jit]
         plan = cells_plan(args.cells, jit, args.rounds, args.seconds, args.rank)
         stem = f"{name}_cells"
+    try:
+        plan = dataclasses.replace(plan, jit=jit_settings(jit))
+    except ValueError as error:
+        parser.error(str(error))
+    stem += backend_suffix()  # bench_conv_jax.*; TensorFlow's names carry none
     env = environment()
-    print(f"TensorFlow {env['tensorflow']}, Keras {env['keras']}; {onednn_text(env)}; "
+    print(f"{versions_text(env)}; {onednn_text(env)}; "
           f"CPU {env['cpu']}, {env['cores']} cores; {env['date']}; load {load_average()}", flush=True)
-    mode_name = "cells" if args.cells else "quick" if args.quick else "full"
+    mode_name = ("cells" if args.cells else "smoke" if args.smoke else
+                 "quick" if args.quick else "full")
     result = run(plan, args.out, stem, mode_name)
     checks = result["targets"]
     print(f"done in {result['wall_s'] / 60:.1f} min; fused targets met: "

@@ -8,16 +8,23 @@ Run from the repository root, once per oneDNN setting::
     TF_ENABLE_ONEDNN_OPTS=0 python benchmarks/bench_sparse.py --targets --rounds 15   # the target rows
     TF_ENABLE_ONEDNN_OPTS=0 python benchmarks/bench_sparse.py --only "pruned groups"  # issue 13's row
     python benchmarks/bench_sparse.py --report benchmarks/results/bench_sparse_onednn-off.json
+    KERAS_BACKEND=jax python benchmarks/bench_sparse.py --targets --multipliers 1
+                                            # on JAX (..._targets_x1_jax.*), concat x1 only
+    KERAS_BACKEND=jax python benchmarks/bench_sparse.py --smoke     # seconds: checks the install
 
-It writes ``bench_sparse_onednn-off.{json,md,png}`` (or ``-on``; ``--quick``
-and ``--targets`` runs as ``bench_sparse_quick_...``, ``bench_sparse_targets_...``)
-to ``benchmarks/results/`` (``--out`` to change).
+It writes ``bench_sparse_onednn-off.{json,md,png}`` (or ``-on``; ``--quick``,
+``--smoke`` and ``--targets`` runs as ``bench_sparse_quick_...``,
+``bench_sparse_smoke_...``, ``bench_sparse_targets_...``) to
+``benchmarks/results/`` (``--out`` to change). On JAX or PyTorch
+(``KERAS_BACKEND``), where TensorFlow's oneDNN setting does not apply,
+the files end in ``_jax`` / ``_torch`` instead of ``_onednn-off``.
 
-The full run also profiles the sparse ``concat`` layer (256 channels, 75%
-frozen, inference): the dense depthwise convolution against each step of
-the sparse path (input gather, depthwise convolution of the live kernels,
-output placement) and a plain copy of the output; and it times the copies a
-4-block ``sum`` plan adds to its convolutions in a training step.
+The full run also profiles, at its first size, the sparse ``concat`` layer
+(256 channels, 75% frozen, inference): the dense depthwise convolution
+against each step of the sparse path (input gather, depthwise convolution
+of the live kernels, output placement) and a plain copy of the output; and
+it times the copies a 4-block ``sum`` plan adds to its convolutions in a
+training step.
 
 Each row is one frozen-zero structure (:data:`ROWS`) at one size
 (:data:`SIZES`: 256 -> 256 channels, 3x3, 56x56, batch 4, and 64 -> 64 at
@@ -35,9 +42,11 @@ variants of a row:
   running the blocks costs on this machine, the floor of any sparse path;
 
 A training step is forward, gradient of the kernels and an Adam update
-(``benchlib.timing.make_step``, ``tf.function`` without XLA); an inference
-step is the forward call. After 2 warm-up calls, every round times each
-variant once in a shuffled order; a variant's figure is the median over
+(``benchlib.steps.make_step``: on TensorFlow a ``tf.function`` without XLA,
+on JAX a ``jax.jit`` function, XLA's only way, on PyTorch eager); an
+inference step is the forward call. After 2 warm-up calls (1 if it takes
+over :data:`SLOW` seconds), every round times each variant once in a
+shuffled order; a variant's figure is the median over
 rounds of its time divided by the baseline's time in the same round.
 """
 
@@ -53,17 +62,26 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+from keras import ops  # noqa: E402
 
-from benchlib.environment import environment, onednn_text  # noqa: E402
+from benchlib.environment import (  # noqa: E402
+    backend_of,
+    backend_title,
+    environment,
+    onednn_text,
+    setting_name,
+    versions_text,
+)
 from benchlib.report import table, write_setting_reports  # noqa: E402
-from benchlib.timing import call, make_step  # noqa: E402
+from benchlib.steps import compiled, jit_text, make_step, quiet, tensor  # noqa: E402
+from benchlib.timing import call  # noqa: E402
 from channelconv import ChannelConv2D, grouped_frozen_mask, random_frozen_mask  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 SIZES = {
     "256x56": dict(channels=256, filters=256, spatial=56, batch=4),
     "64x32": dict(channels=64, filters=64, spatial=32, batch=8),
+    "8x6": dict(channels=8, filters=8, spatial=6, batch=2),  # --smoke
 }
 #: ``concat`` rows run with each depth multiplier (kernels per channel).
 MULTIPLIERS = (1, 4)
@@ -91,7 +109,16 @@ FULL = dict(sizes=list(SIZES), rows=ROWS, rounds=7, profile=True)
 QUICK = dict(sizes=["64x32"], rows=[("sum", "block-diagonal", 4), ("concat", "random", 0.75)],
              rounds=3)
 TARGET_RUN = dict(sizes=["256x56"], rows=list(TARGETS), rounds=15)
+#: Seconds through every path, profiles included, at a toy size: for tests
+#: and for checking a backend's install.
+SMOKE = dict(sizes=["8x6"], rows=[("sum", "block-diagonal", 2), ("concat", "random", 0.75)],
+             rounds=1, multipliers=(2,), profile=True)
 WARMUP = 2
+#: A warm-up call of more seconds than this ends the warm-up: on JAX, XLA's
+#: CPU gradient of a depthwise convolution with several kernels per channel
+#: takes minutes per step at 256x56 (jax-ml/jax#13800); no TensorFlow step
+#: of the table comes near it.
+SLOW = 10.0
 
 
 def frozen_zero(reduction, structure, parameter, channels, filters, seed=0):
@@ -145,8 +172,7 @@ class PlanLimit(keras.layers.Layer):
 
 def variants(reduction, mask, size):
     """``{name: (layer, input)}`` of one row (``limit`` takes its own inputs)."""
-    c, b, s = size["channels"], size["batch"], size["spatial"]
-    x = tf.random.stateless_normal((b, s, s, c), seed=(1, 2))
+    x = _input(size)
     filters = mask.shape[1]
     if reduction == "sum":
         keras_layer = keras.layers.Conv2D(filters, 3, padding="same")
@@ -163,11 +189,11 @@ def variants(reduction, mask, size):
     if not plan.prefer_sparse:
         layers["auto"] = (channel_conv("auto"), x)
     if plan.blocks:
-        parts = [tf.gather(x, list(b.channels), axis=-1) for b in plan.blocks]
+        parts = [ops.take(x, list(b.channels), axis=-1) for b in plan.blocks]
         layers["limit"] = (PlanLimit(plan), parts)
     for layer, inputs in layers.values():
         if not layer.built:
-            layer.build(tf.nest.map_structure(lambda t: t.shape, inputs))
+            layer.build(keras.tree.map_structure(lambda t: tuple(t.shape), inputs))
     return layers, plan
 
 
@@ -177,7 +203,8 @@ def time_row(layers, mode, rounds):
     for name, (layer, x) in layers.items():
         step = make_step(layer, mode, jit=False, optimizer=keras.optimizers.Adam())
         for _ in range(WARMUP):
-            call(step, x)
+            if call(step, x) > SLOW:
+                break
         steps[name] = (step, x)
     times = {name: [] for name in steps}
     order = list(steps)
@@ -199,7 +226,8 @@ def run(config, progress=print):
     records, start = [], time.time()
     rows = [(reduction, structure, parameter, filters)
             for reduction, structure, parameter in config["rows"]
-            for filters in ((None,) if reduction == "sum" else MULTIPLIERS)]
+            for filters in ((None,) if reduction == "sum"
+                            else config.get("multipliers", MULTIPLIERS))]
     total = len(config["sizes"]) * len(rows)
     for size_name in config["sizes"]:
         size = SIZES[size_name]
@@ -221,9 +249,9 @@ def run(config, progress=print):
                      f"({(time.time() - start) / 60:.1f} min)")
     result = dict(environment=environment(), config={k: v for k, v in config.items()},
                   records=records)
-    if config.get("profile"):
-        result["concat_profile"] = concat_profile(config["rounds"])
-        result["copy_profile"] = copy_profile(config["rounds"])
+    if config.get("profile"):  # at the first size: 256x56 in the full run
+        result["concat_profile"] = concat_profile(config["rounds"], size=config["sizes"][0])
+        result["copy_profile"] = copy_profile(config["rounds"], size=config["sizes"][0])
     result["wall_s"] = time.time() - start
     return result
 
@@ -237,13 +265,12 @@ def copy_profile(rounds, groups=4, size="256x56"):
     the output's gradient (the concatenation's gradient); each moves one
     input- or output-sized tensor.
     """
-    c, b, s = (SIZES[size][k] for k in ("channels", "batch", "spatial"))
-    x = tf.random.stateless_normal((b, s, s, c), seed=(1, 2))
-    parts = tf.split(x, groups, axis=-1)
+    x = _input(SIZES[size])
+    parts = ops.split(x, groups, axis=-1)
     steps = {
-        "split of the input": (tf.function(lambda t: tf.split(t, groups, axis=-1)), x),
-        "concatenation of the outputs": (tf.function(lambda p: tf.concat(p, axis=-1)), parts),
-        "split of the output gradient": (tf.function(lambda t: tf.split(t, groups, axis=-1)), x),
+        "split of the input": (compiled(lambda t: ops.split(t, groups, axis=-1)), x),
+        "concatenation of the outputs": (compiled(lambda p: ops.concatenate(p, axis=-1)), parts),
+        "split of the output gradient": (compiled(lambda t: ops.split(t, groups, axis=-1)), x),
     }
     return dict(size=size, groups=groups, ms=_time_steps(steps, rounds))
 
@@ -272,27 +299,33 @@ def concat_profile(rounds, fraction=0.75, size="256x56"):
     outputs among the zeros of the full output; beside the dense
     ``DepthwiseConv2D`` and a plain copy of a tensor of the output's size.
     """
-    c, b, s = (SIZES[size][k] for k in ("channels", "batch", "spatial"))
-    mask = frozen_zero("concat", "random", fraction, c, 1)
+    mask = frozen_zero("concat", "random", fraction, SIZES[size]["channels"], 1)
     layers, plan = variants("concat", mask, SIZES[size])
     x = layers["keras"][1]
     sparse = layers["sparse"][0]
     run = sparse._sparse  # the SparseConvolution the layer runs
-    live = tf.gather(x, plan.input_index.tolist(), axis=-1)
-    kernel = tf.random.stateless_normal((3, 3, live.shape[-1], 1), seed=(3, 4))
-    y_live = tf.nn.depthwise_conv2d(live, kernel, (1, 1, 1, 1), "SAME")
+    live = ops.take(x, plan.input_index.tolist(), axis=-1)
+    kernel = tensor(np.random.default_rng((3, 4)).standard_normal(
+        (3, 3, live.shape[-1], 1), dtype="float32"))
+    y_live = ops.depthwise_conv(live, kernel, padding="same")
     y = layers["keras"][0](x)
-    steps = {
-        "DepthwiseConv2D": (tf.function(layers["keras"][0].__call__), x),
-        "sparse layer": (tf.function(sparse.__call__), x),
-        "input gather": (tf.function(run._select), x),
+    steps = {  # the layers' inference steps read their variables as a step does
+        "DepthwiseConv2D": (make_step(layers["keras"][0], "infer", jit=False), x),
+        "sparse layer": (make_step(sparse, "infer", jit=False), x),
+        "input gather": (compiled(run._select), x),
         "depthwise of the live kernels": (
-            tf.function(lambda t: tf.nn.depthwise_conv2d(t, kernel, (1, 1, 1, 1), "SAME")), live),
-        "output placement": (tf.function(run._place), y_live),
-        "copy of the output": (tf.function(lambda t: t * 2.0), y),  # (t * 1.0 is removed by grappler)
+            compiled(lambda t: ops.depthwise_conv(t, kernel, padding="same")), live),
+        "output placement": (compiled(run._place), y_live),
+        "copy of the output": (compiled(lambda t: t * 2.0), y),  # (t * 1.0 is removed by grappler)
     }
     return dict(size=size, fraction=fraction, live=int(plan.input_index.size),
                 ms=_time_steps(steps, rounds))
+
+
+def _input(size):
+    """The input of ``size``: standard normal values, the same on every backend."""
+    shape = (size["batch"], size["spatial"], size["spatial"], size["channels"])
+    return tensor(np.random.default_rng((1, 2)).standard_normal(shape, dtype="float32"))
 
 
 def target_checks(records):
@@ -328,12 +361,14 @@ def _line(record):
 
 def markdown(result):
     env = result["environment"]
+    steps = ("" if backend_of(env) == "tensorflow" else
+             f" Steps: {jit_text(backend_of(env))}.")
     lines = [
-        "# Sparse implementation against the dense Keras layer",
+        f"# Sparse implementation against the dense Keras layer{backend_title(env)}",
         "",
-        f"TensorFlow {env['tensorflow']}, Keras {env['keras']}; {onednn_text(env)}; "
+        f"{versions_text(env)}; {onednn_text(env)}; "
         f"CPU {env['cpu']}, {env['cores']} cores; {env['date']}; "
-        f"{result['config']['rounds']} rounds; {result['wall_s'] / 60:.1f} min.",
+        f"{result['config']['rounds']} rounds; {result['wall_s'] / 60:.1f} min.{steps}",
         "",
         "Ratios: median over rounds of the variant's step time / the Keras layer's "
         "in the same round. `limit`: the plan's convolutions alone.",
@@ -414,9 +449,9 @@ def plot(result, path):
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     env = result["environment"]
-    fig.suptitle(f"implementation='sparse' / Keras layer (oneDNN "
-                 f"{'on' if env['onednn'] else 'off'}, TensorFlow {env['tensorflow']}, "
-                 f"{env['cores']} cores)")
+    setting = (f"oneDNN {'on' if env['onednn'] else 'off'}, TensorFlow {env['tensorflow']}"
+               if backend_of(env) == "tensorflow" else versions_text(env))
+    fig.suptitle(f"implementation='sparse' / Keras layer ({setting}, {env['cores']} cores)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -425,11 +460,16 @@ def plot(result, path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small size, two rows, 3 rounds")
+    parser.add_argument("--smoke", action="store_true",
+                        help="seconds at a toy size, through every path: checks a backend's install")
     parser.add_argument("--targets", action="store_true",
                         help="only the rows with a target, at 256x56")
     parser.add_argument("--rounds", type=int, help="rounds per row (default 7; 15 with --targets)")
     parser.add_argument("--only", metavar="STRUCTURE",
                         help="only the target rows of this structure, e.g. 'pruned groups'")
+    parser.add_argument("--multipliers", type=int, nargs="+", metavar="N",
+                        help=f"kernels per channel of the concat rows (default: "
+                             f"{' '.join(map(str, MULTIPLIERS))}); named in the files")
     parser.add_argument("--out", default=RESULTS, help="directory of the reports")
     parser.add_argument("--report", metavar="JSON", help="rewrite the reports of a saved run")
     args = parser.parse_args(argv)
@@ -437,25 +477,31 @@ def main(argv=None):
         with open(args.report) as f:
             result = json.load(f)
     else:
-        tf.get_logger().setLevel("ERROR")
+        quiet()
         random.seed(0)
         env = environment()
-        print(f"TensorFlow {env['tensorflow']}, Keras {env['keras']}; {onednn_text(env)}; "
+        print(f"{versions_text(env)}; {onednn_text(env)}; "
               f"CPU {env['cpu']}, {env['cores']} cores", flush=True)
-        config = dict(QUICK if args.quick else TARGET_RUN if args.targets or args.only else FULL)
+        config = dict(SMOKE if args.smoke else QUICK if args.quick else
+                      TARGET_RUN if args.targets or args.only else FULL)
         if args.only:
             config["rows"] = [row for row in config["rows"] if row[1] == args.only]
         if args.rounds:
             config["rounds"] = args.rounds
+        if args.multipliers:
+            config["multipliers"] = tuple(args.multipliers)
         result = run(config, progress=lambda text: print(text, flush=True))
-    name = "bench_sparse" + ("_quick" if args.quick else "_targets" if args.targets else "")
+    name = "bench_sparse" + ("_smoke" if args.smoke else "_quick" if args.quick else
+                             "_targets" if args.targets else "")
     if args.only:
         name = "bench_sparse_" + args.only.replace(" ", "_")
+    if args.multipliers:
+        name += "_x" + "-".join(map(str, args.multipliers))
+    setting = setting_name(result["environment"])  # onednn-off, onednn-on, jax, torch
     if args.report:  # the saved run's own name
-        name = os.path.basename(args.report).rsplit("_onednn-", 1)[0]
+        name = os.path.basename(args.report).rsplit(f"_{setting}", 1)[0]
     write_setting_reports(result, args.out, name, markdown)
-    state = "on" if result["environment"]["onednn"] else "off"
-    plot(result, os.path.join(args.out, f"{name}_onednn-{state}.png"))
+    plot(result, os.path.join(args.out, f"{name}_{setting}.png"))
 
 
 if __name__ == "__main__":

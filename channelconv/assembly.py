@@ -14,13 +14,14 @@ gradient), so its speed is what a converted network pays over the Keras one.
 On the kernels of whole converted networks, TensorFlow's own CPU gather
 costs 2.3 to 4.2 ns per element, the same gather compiled with XLA 0.7 to
 1.8 ns, and a plain copy 0.3 to 0.75 ns (2 CPU cores, TensorFlow 2.21;
-``benchmarks/bench_assembly.py``, ``docs/performance.md``), so the gathers
-here are XLA-compiled, as a separate small cluster each, whatever the caller
-compiles.
+``benchmarks/bench_assembly.py``, ``docs/performance.md``), so on TensorFlow
+the gathers are XLA-compiled, as a separate small cluster each, whatever the
+caller compiles (:mod:`channelconv.take`). On JAX and PyTorch they are
+``keras.ops.take`` with its own gradient.
 """
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from channelconv.take import LastAxisTake
 
@@ -55,15 +56,17 @@ class KernelAssembly:
     ([0, 2, 3], [1])
     >>> assembly.index.tolist()
     [0, 3, 1, 2]
-    >>> trainable, frozen = tf.constant([[[1.0, 3.0, 4.0]]]), tf.constant([[[2.0]]])
-    >>> kernel = assembly(trainable, frozen)
-    >>> kernel.numpy().reshape(-1).tolist()
+    >>> from keras import ops
+    >>> trainable = np.array([[[1.0, 3.0, 4.0]]], "float32")
+    >>> frozen = np.array([[[2.0]]], "float32")
+    >>> kernel = ops.convert_to_numpy(assembly(trainable, frozen))
+    >>> kernel.reshape(-1).tolist()
     [1.0, 2.0, 3.0, 4.0]
-    >>> [part.reshape(-1).tolist() for part in assembly.split(kernel.numpy())]
+    >>> [part.reshape(-1).tolist() for part in assembly.split(kernel)]
     [[1.0, 3.0, 4.0], [2.0]]
-    >>> assembly.taker([3, -1, 1])(trainable, frozen).numpy().reshape(-1).tolist()
+    >>> ops.convert_to_numpy(assembly.taker([3, -1, 1])(trainable, frozen)).reshape(-1).tolist()
     [4.0, 0.0, 2.0]
-    >>> assembly.taker([3, -1, 1], frozen=False)(trainable).numpy().reshape(-1).tolist()
+    >>> ops.convert_to_numpy(assembly.taker([3, -1, 1], frozen=False)(trainable)).reshape(-1).tolist()
     [4.0, 0.0, 0.0]
     """
 
@@ -110,7 +113,7 @@ class KernelAssembly:
         Returns:
             A tensor of shape :attr:`kernel_shape` in ``trainable``'s dtype.
         """
-        return tf.reshape(self._full(trainable, frozen), self.kernel_shape)
+        return ops.reshape(self._full(trainable, frozen), self.kernel_shape)
 
     def split(self, kernel):
         """The inverse of the assembly: a full kernel to its compact parts.

@@ -14,7 +14,8 @@ import argparse
 import os
 import sys
 
-from channelconv import demo, prune_demo, reproduce
+from channelconv import demo, prune_demo
+from channelconv._backend import BackendError
 from channelconv.demo import DEFAULTS
 from channelconv.layers.base import IMPLEMENTATIONS
 from channelconv.ops import REDUCTIONS
@@ -230,7 +231,7 @@ def build_parser():
         help="prune kernels in training on scikit-learn's digits, then condense",
         description=(
             "Trains a small CNN on the 8x8 digits bundled with scikit-learn, "
-            "then prunes 50%% and 75%% of the kernels of its two larger "
+            "then prunes 50% and 75% of the kernels of its two larger "
             "convolutions with each granularity (and at random), fine-tunes, "
             "condenses, and prints test accuracy, trainable weights and "
             "inference time against the dense model. Exits 0 when its checks "
@@ -279,7 +280,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         if args.command == "reproduce":
-            return reproduce.run(seed=args.seed)
+            return _reproduce(args)
         if args.command == "prune-demo":
             return prune_demo.run(
                 seeds=args.seeds, dense_epochs=args.dense_epochs,
@@ -290,6 +291,16 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"channelconv {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _reproduce(args):
+    """``channelconv reproduce``: TensorFlow only (it runs the answer's code)."""
+    try:
+        from channelconv import reproduce
+    except BackendError as error:
+        print(f"channelconv reproduce: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return reproduce.run(seed=args.seed)
 
 
 def _demo(args):

@@ -24,11 +24,11 @@ import os
 import keras
 import numpy as np
 
+from channelconv.answer import ANSWER_FROZEN
 from channelconv.layers import ChannelConv2D
 from channelconv.mask import parse_frozen, random_frozen_mask, resolve_frozen
 from channelconv.plot import plot_kernel_mask
 from channelconv.report import Report, parameter_counts
-from channelconv.reference import ANSWER_FROZEN
 
 #: The question's model: 3 input channels, 16 filters per layer.
 IN_CHANNELS = 3

@@ -7,10 +7,9 @@ and either implementation; :func:`add_bias` adds the bias.
 
 import functools
 
-import tensorflow as tf
 from keras import ops
 
-from channelconv import routing
+from channelconv import _backend, routing
 
 REDUCTIONS = ("sum", "concat")
 IMPLEMENTATIONS = ("fused", "per_channel")
@@ -57,17 +56,18 @@ def convolve(
 
     Example:
 
-    >>> x = tf.ones((1, 4, 4, 3))
-    >>> k = tf.ones((3, 3, 3, 2))
-    >>> convolve(x, k, "sum").shape
-    TensorShape([1, 2, 2, 2])
-    >>> convolve(x, k, "concat", "per_channel").shape
-    TensorShape([1, 2, 2, 6])
-    >>> convolve(tf.ones((1, 3, 5, 4)), k, "concat", strides=(2, 1),
-    ...          data_format="channels_first").shape
-    TensorShape([1, 6, 2, 2])
-    >>> convolve(tf.ones((1, 6, 3)), tf.ones((3, 3, 2)), "sum", padding="causal").shape
-    TensorShape([1, 6, 2])
+    >>> from keras import ops
+    >>> x = ops.ones((1, 4, 4, 3))
+    >>> k = ops.ones((3, 3, 3, 2))
+    >>> tuple(convolve(x, k, "sum").shape)
+    (1, 2, 2, 2)
+    >>> tuple(convolve(x, k, "concat", "per_channel").shape)
+    (1, 2, 2, 6)
+    >>> tuple(convolve(ops.ones((1, 3, 5, 4)), k, "concat", strides=(2, 1),
+    ...                data_format="channels_first").shape)
+    (1, 6, 2, 2)
+    >>> tuple(convolve(ops.ones((1, 6, 3)), ops.ones((3, 3, 2)), "sum", padding="causal").shape)
+    (1, 6, 2)
     """
     inputs, conv_args = channels_last(
         inputs, tuple(kernel.shape[:-2]), strides, padding, dilation_rate, data_format
@@ -97,10 +97,11 @@ def channels_last(inputs, kernel_size, strides, padding, dilation_rate, data_for
 
     Example:
 
-    >>> x, args = channels_last(tf.ones((1, 3, 6)), (3,), 1, "causal", 2,
+    >>> from keras import ops
+    >>> x, args = channels_last(ops.ones((1, 3, 6)), (3,), 1, "causal", 2,
     ...                         "channels_first")
-    >>> x.shape, args
-    (TensorShape([1, 10, 3]), {'strides': (1,), 'padding': 'valid', 'dilation_rate': (2,)})
+    >>> tuple(x.shape), args
+    ((1, 10, 3), {'strides': (1,), 'padding': 'valid', 'dilation_rate': (2,)})
     """
     rank = len(kernel_size)
     conv_args = dict(
@@ -123,11 +124,13 @@ def _tuple(value, rank):
 def add_bias(outputs, bias, data_format="channels_last"):
     """Adds a per-channel ``bias`` to the output of a convolution.
 
-    ``tf.nn.bias_add`` with the data format stated explicitly.
-    ``keras.ops.add`` is not used: on the TensorFlow backend it guesses the
-    channel axis of a bias-shaped operand from the sizes alone and, with
-    ``channels_first``, adds the bias along the last spatial axis whenever
-    that axis has as many entries as there are channels (Keras 3.15).
+    With ``channels_first`` the bias is reshaped to ``(channels, 1, ...)``
+    so that it broadcasts along the channel axis. On TensorFlow this is
+    ``tf.nn.bias_add`` with the data format stated explicitly instead:
+    ``keras.ops.add`` there guesses the channel axis of a bias-shaped
+    operand from the sizes alone and, with ``channels_first``, adds the bias
+    along the last spatial axis whenever that axis has as many entries as
+    there are channels (Keras 3.15).
 
     Args:
         outputs: tensor of rank >= 3 in ``data_format``.
@@ -140,11 +143,18 @@ def add_bias(outputs, bias, data_format="channels_last"):
 
     Example:
 
-    >>> y = add_bias(tf.zeros((1, 2, 1, 2)), tf.constant([1.0, 2.0]),
+    >>> from keras import ops
+    >>> y = add_bias(ops.zeros((1, 2, 1, 2)), ops.convert_to_tensor([1.0, 2.0]),
     ...              "channels_first")
-    >>> y.numpy()[0, :, 0, :].tolist()
+    >>> ops.convert_to_numpy(y)[0, :, 0, :].tolist()
     [[1.0, 1.0], [2.0, 2.0]]
     """
-    tf_format = "N...C" if data_format == "channels_last" else "NC..."
     bias = ops.cast(bias, outputs.dtype)
-    return tf.nn.bias_add(outputs, bias, data_format=tf_format)
+    if _backend.is_tensorflow():
+        import tensorflow as tf
+
+        tf_format = "N...C" if data_format == "channels_last" else "NC..."
+        return tf.nn.bias_add(outputs, bias, data_format=tf_format)
+    if data_format == "channels_first":
+        bias = ops.reshape(bias, (-1,) + (1,) * (len(outputs.shape) - 2))
+    return ops.add(outputs, bias)

@@ -257,10 +257,11 @@ class KernelPruning(keras.callbacks.Callback):
             self._check_reachable(layer)
 
     def on_train_batch_begin(self, batch, logs=None):
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        model = _attach_state(self.model)
+        step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
         # With steps_per_execution = k, Keras calls this once per k steps: an
         # update falling within them is made at their start.
-        k = int(getattr(self.model, "steps_per_execution", 1) or 1)
+        k = int(getattr(model, "steps_per_execution", 1) or 1)
         due = [t for t in range(step, step + k) if self.schedule.updates_at(t)]
         if due:
             for layer in self._layers:
@@ -268,6 +269,8 @@ class KernelPruning(keras.callbacks.Callback):
 
     def prune(self, layer, sparsity):
         """Prunes ``layer`` to ``sparsity`` now (what an update step does)."""
+        if self._model is not None:
+            _attach_state(self._model)
         kernel = keras.ops.convert_to_numpy(layer.kernel)
         pruned = keras.ops.convert_to_numpy(layer.pruned_kernels) > 0
         fixed = _frozen_nonzero(layer, kernel)
@@ -318,6 +321,23 @@ class KernelPruning(keras.callbacks.Callback):
                 "kernel frozen at a non-zero value (pruning never changes "
                 "those)."
             )
+
+
+def _attach_state(model):
+    """``model``, its variables holding the training state (JAX), for reading and writing.
+
+    Keras's JAX ``fit`` keeps the variables' values in a state of its own
+    between steps and empties the variables (reading one fails);
+    ``jax_state_sync()`` puts the values back and makes the next
+    step take its state from the variables again, so that a mask assigned
+    now is the one that step uses (every supported Keras, 3.8 on, has the
+    method on JAX). Other backends keep the values in the variables and
+    have no such method.
+    """
+    sync = getattr(model, "jax_state_sync", None)
+    if sync is not None:
+        sync()
+    return model
 
 
 def _pruned_layers(model, names):
@@ -431,7 +451,8 @@ def condense(model):
     >>> layer.prunable, int(layer.frozen_mask.sum()), tuple(layer.trainable_kernels.shape)
     (False, 2, (3, 3, 6))
     >>> x = np.ones((1, 6, 6, 2), "float32")
-    >>> bool(np.allclose(small(x), model(x), atol=1e-6))
+    >>> outputs = [keras.ops.convert_to_numpy(m(x)) for m in (small, model)]
+    >>> bool(np.allclose(*outputs, atol=1e-6))
     True
     """
     _check_graph_model(model, "condense")

@@ -3,8 +3,10 @@
 The question (see ``docs/reproduction.md``) asks how to train
 ``Conv2D(16, k)`` on 3 input channels with 5 of its 48 kernels held at
 exactly zero. Its one answer proposes a custom layer, ``CustomConv2D``;
-:data:`ANSWER_SOURCE` holds it verbatim and :class:`AnswerConv2D` is the
-same code with the one change it needs to run today. The helpers below
+:data:`~channelconv.answer.ANSWER_SOURCE` holds it verbatim and
+:class:`AnswerConv2D` is the same code with the one change it needs to run
+today. TensorFlow only: importing this module on another Keras backend
+raises :class:`channelconv._backend.BackendError`. The helpers below
 let tests and ``channelconv reproduce`` compare it with
 :class:`channelconv.ChannelConv2D`.
 """
@@ -12,52 +14,21 @@ let tests and ``channelconv reproduce`` compare it with
 import contextlib
 import io
 
-import numpy as np
-import tensorflow as tf
-from keras.layers import Layer
+from channelconv._backend import require_tensorflow
 
-from channelconv.layers import ChannelConv2D
+require_tensorflow("channelconv.reference (the answer's code, written with tf.nn.conv2d)")
 
-#: The answer's layer exactly as published (2019-12-23), indentation included.
-ANSWER_SOURCE = """\
-class CustomConv2D(Layer):
-    def __init__(self, k=3):
-      super(CustomConv2D, self).__init__()
+import numpy as np  # noqa: E402 - after the backend check
+import tensorflow as tf  # noqa: E402
+from keras.layers import Layer  # noqa: E402
 
-      c1_1 = self.add_weight(shape=(k,k, 1, 5), initializer='zeros', dtype=tf.float32, trainable=False)
-      c1_2 = self.add_weight(shape=(k,k, 1, 11), initializer='zeros', dtype=tf.float32, trainable=True)
-      self.c1 = tf.concat([c1_1,c1_2], axis=-1)
-
-      self.c2 = self.add_weight(shape=(k,k, 1, 16), initializer='zeros', dtype=tf.float32, trainable=True)
-      self.c3 = self.add_weight(shape=(k,k, 1, 16), initializer='zeros', dtype=tf.float32, trainable=True)
-
-    def call(self, inputs):
-        x_1_c1 = tf.nn.conv2d(tf.expand_dims(inputs[:,:,:,0],-1), self.c1,padding='VALID')
-        x_1_c2 = tf.nn.conv2d(tf.expand_dims(inputs[:,:,:,1],-1), self.c2,padding='VALID')
-        x_1_c3 = tf.nn.conv2d(tf.expand_dims(inputs[:,:,:,2],-1), self.c3,padding='VALID')
-
-        x_1 = tf.concat([x_1_c1,x_1_c2, x_1_c3], -1)
-        return x_1
-"""
-
-#: The answer's usage snippet, verbatim (``CustomConv2D`` must be defined).
-ANSWER_USAGE = """\
-model = tf.keras.models.Sequential()
-model.add(CustomConv2D(3))
-
-model.build(input_shape=(None,None,None,3))
-I = tf.keras.Input((None,None,3))
-model.call(I)
-model.summary()
-"""
-
-#: The ``(input_channel, filter)`` kernels the answer freezes: filters 0-4 of
-#: input channel 0 (its ``c1_1``).
-ANSWER_FROZEN = ((0, 0), (0, 1), (0, 2), (0, 3), (0, 4))
-
-#: ``model.summary()`` counts printed in the answer: total, trainable,
-#: non-trainable.
-ANSWER_COUNTS = (432, 387, 45)
+from channelconv.answer import (  # noqa: E402,F401 - the answer's data, re-exported
+    ANSWER_COUNTS,
+    ANSWER_FROZEN,
+    ANSWER_SOURCE,
+    ANSWER_USAGE,
+)
+from channelconv.layers import ChannelConv2D  # noqa: E402
 
 
 class AnswerConv2D(Layer):

@@ -18,7 +18,7 @@ import tensorflow as tf
 from channelconv import reference
 from channelconv.convert import to_keras_layer
 from channelconv.layers import ChannelConv2D
-from channelconv.reference import ANSWER_COUNTS, ANSWER_FROZEN
+from channelconv.answer import ANSWER_COUNTS, ANSWER_FROZEN
 from channelconv.report import Report, parameter_counts
 
 #: Tolerance of the float32 comparisons with the Keras layers.

@@ -34,9 +34,7 @@ import math
 import keras
 from keras import ops
 
-
-def _tensorflow():
-    return keras.backend.backend() == "tensorflow"
+from channelconv import _backend
 
 
 def to_channels_last(inputs, data_format):
@@ -148,13 +146,13 @@ def depthwise_conv(inputs, kernel, strides, padding, dilation_rate):
     """
     _check_strides_and_dilation(strides, dilation_rate)
     if len(strides) == 3:
-        if _tensorflow():
+        if _backend.is_tensorflow():
             return _depth_tap_sum(inputs, kernel, tuple(strides), padding, tuple(dilation_rate))
         grouped = ops.reshape(kernel, tuple(kernel.shape[:3]) + (1, -1))
         return ops.conv(inputs, grouped, strides, padding, "channels_last", dilation_rate)
     if (
         len(set(strides)) == 1
-        or not _tensorflow()
+        or not _backend.is_tensorflow()
         or _native_unequal_strides(keras.backend.standardize_dtype(inputs.dtype))
     ):
         return ops.depthwise_conv(

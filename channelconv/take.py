@@ -7,16 +7,24 @@ variables; the sparse implementation (:func:`channelconv.ops.convolve_sparse`)
 to pick the channels each block reads and to put the blocks' outputs back in
 order.
 
-Both ways are a gather, compiled with XLA as a small cluster of its own
-whatever the caller compiles: TensorFlow's own CPU gather costs 2.3 to 4.2
-ns per value, XLA's 0.7 to 1.8 ns (``benchmarks/bench_assembly.py``). The
-gradient is the inverse gather, exact (no summation) when no source entry is
-taken twice; an entry taken ``r`` times gets the sum of its ``r`` incoming
-gradients, one inverse gather per repetition.
+Written with ``keras.ops``, it runs on every Keras backend. On JAX and
+PyTorch it is ``keras.ops.take``, whose gradient (a scatter-add) is exact
+and sums over repetitions. On TensorFlow both ways are a gather compiled
+with XLA as a small cluster of its own, whatever the caller compiles, with
+the inverse gather as its custom gradient: TensorFlow's own CPU gather
+costs 2.3 to 4.2 ns per value, XLA's 0.7 to 1.8 ns, and its gradient of a
+gather is a slower segment sum (``benchmarks/bench_assembly.py``). The
+inverse gather is exact (no summation) when no source entry is taken twice;
+an entry taken ``r`` times gets the sum of its ``r`` incoming gradients,
+one inverse gather per repetition.
 """
 
+import functools
+
 import numpy as np
-import tensorflow as tf
+from keras import ops
+
+from channelconv import _backend
 
 
 class LastAxisTake:
@@ -37,16 +45,12 @@ class LastAxisTake:
 
     Example:
 
+    >>> from keras import ops
     >>> take = LastAxisTake([2, -1, 0], sizes=3)
-    >>> x = tf.constant([[1.0, 2.0, 3.0]])
-    >>> take(x).numpy().tolist()
+    >>> x = np.array([[1.0, 2.0, 3.0]], "float32")
+    >>> ops.convert_to_numpy(take(x)).tolist()
     [[3.0, 0.0, 1.0]]
-    >>> with tf.GradientTape() as tape:
-    ...     tape.watch(x)
-    ...     y = take(x) * tf.constant([[10.0, 20.0, 30.0]])
-    >>> tape.gradient(y, x).numpy().tolist()
-    [[30.0, 0.0, 10.0]]
-    >>> LastAxisTake([1, 2], sizes=(2, 1))(x[:, :2], x[:, 2:]).numpy().tolist()
+    >>> ops.convert_to_numpy(LastAxisTake([1, 2], sizes=(2, 1))(x[:, :2], x[:, 2:])).tolist()
     [[2.0, 3.0]]
     """
 
@@ -61,6 +65,7 @@ class LastAxisTake:
             )
         self.index = index.astype(np.int32)
         self.identity = np.array_equal(index, np.arange(total))
+        self._forward = _with_zero_slot(self.index, total)
         # The gradient of argument j: one inverse gather per repetition.
         positions = np.flatnonzero(index >= 0)
         sources = index[positions]
@@ -74,9 +79,9 @@ class LastAxisTake:
                 chosen = (occurrence == k) & (sources >= start) & (sources < start + size)
                 inverse[sources[chosen] - start] = positions[chosen]
                 if k == 0 or chosen.any():
-                    inverses.append(inverse)
+                    inverses.append(_with_zero_slot(inverse, index.size))
             self._inverses.append(inverses)
-        self._gather = tf.function(_gather, jit_compile=True, autograph=False)
+        self._compiled = None  # TensorFlow: the XLA-compiled gather, made at first use
 
     def __call__(self, *values):
         """``concat(values, -1)[..., index]``, zeros where the index is ``-1``."""
@@ -84,29 +89,55 @@ class LastAxisTake:
             raise ValueError(
                 f"Expected {len(self.sizes)} tensors. Received: {len(values)}."
             )
-        values = [tf.convert_to_tensor(v) for v in values]
-        values = [values[0]] + [tf.cast(v, values[0].dtype) for v in values[1:]]
+        values = [ops.convert_to_tensor(v) for v in values]
+        values = [values[0]] + [ops.cast(v, values[0].dtype) for v in values[1:]]
         if self.identity:  # a concatenation; empty parts after the first add nothing
             kept = values[:1] + [v for v, size in zip(values[1:], self.sizes[1:]) if size]
-            return kept[0] if len(kept) == 1 else tf.concat(kept, axis=-1)
+            return kept[0] if len(kept) == 1 else ops.concatenate(kept, axis=-1)
+        if _backend.is_tensorflow():
+            return self._tensorflow_take(values)
+        return _take(values, *self._forward)
 
-        @tf.custom_gradient
+    def _tensorflow_take(self, values):
+        """The take on TensorFlow: XLA-compiled, the inverse gather as gradient."""
+        import tensorflow as tf
+
+        if self._compiled is None:
+            self._compiled = tf.function(_take, jit_compile=True, autograph=False)
+        values = [tf.convert_to_tensor(v) for v in values]  # variables read outside
+
+        def apply(parts, index_and_pad):
+            index, pad = index_and_pad
+            return self._compiled(list(parts), ops.convert_to_tensor(index), pad)
+
+        @ops.custom_gradient
         def reorder(*parts):
-            def grad(upstream):
+            def grad(*upstream, **unused):
                 grads = []
                 for part, inverses in zip(parts, self._inverses):
-                    terms = [self._apply([upstream], inverse) for inverse in inverses]
-                    total = terms[0] if len(terms) == 1 else tf.add_n(terms)
-                    grads.append(tf.cast(total, part.dtype))
+                    terms = [apply([upstream[0]], inverse) for inverse in inverses]
+                    total = functools.reduce(ops.add, terms)
+                    grads.append(ops.cast(total, part.dtype))
                 return grads
 
-            return self._apply(parts, self.index), grad
+            return apply(parts, self._forward), grad
 
         return reorder(*values)
 
-    def _apply(self, parts, index):
-        pad = bool((index < 0).any())  # a zero column costs a copy: only if needed
-        return self._gather(list(parts), tf.constant(index), pad)
+
+def _with_zero_slot(index, total):
+    """``index`` with ``-1`` as ``total`` (where a zero is appended), and whether any is."""
+    pad = bool((index < 0).any())  # a zero column costs a copy: only if needed
+    return (np.where(index < 0, total, index).astype(np.int32) if pad else index), pad
+
+
+def _take(parts, index, pad):
+    """``concat(parts)[..., index]``; with ``pad``, a zero entry is appended first."""
+    if pad:
+        shape = ops.shape(parts[0])
+        parts = list(parts) + [ops.zeros((*shape[:-1], 1), dtype=parts[0].dtype)]
+    values = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
+    return ops.take(values, index, axis=-1)
 
 
 def _occurrence(values):
@@ -118,14 +149,3 @@ def _occurrence(values):
     occurrence = np.empty(values.size, dtype=np.int64)
     occurrence[order] = np.arange(values.size) - run_start
     return occurrence
-
-
-def _gather(parts, index, pad):
-    """``concat(parts)[..., index]``; with ``pad``, ``-1`` gives zero."""
-    if pad:
-        shape = tf.concat([tf.shape(parts[0])[:-1], [1]], axis=0)
-        parts = parts + [tf.zeros(shape, parts[0].dtype)]
-    values = parts[0] if len(parts) == 1 else tf.concat(parts, axis=-1)
-    if pad:
-        index = tf.where(index < 0, tf.shape(values)[-1] - 1, index)
-    return tf.gather(values, index, axis=-1)

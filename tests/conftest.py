@@ -1,4 +1,9 @@
-"""Shared pytest setup: the report header names the TensorFlow CPU kernels in use.
+"""Shared pytest setup: the backend, and the CPU kernels in use, in the header.
+
+The suite runs on every Keras backend (``KERAS_BACKEND=tensorflow``, ``jax``
+or ``torch``). Tests of TensorFlow's own features carry the marker
+``tensorflow`` and are skipped on other backends, and the modules listed in
+:data:`TENSORFLOW_ONLY` are not collected there at all.
 
 Fixture ``exact_plans``: sparse plans made while it is active follow the
 frozen structure exactly (the cost model's per-call and per-copy costs are
@@ -11,10 +16,21 @@ import os
 
 import keras
 import pytest
-import tensorflow as tf
 
 from channelconv import plan
-from harness import onednn_enabled
+from harness import BACKEND, onednn_enabled
+
+#: Test modules about TensorFlow's own features (the transcribed answer,
+#: ``tf.distribute``, SavedModel export, TensorFlow's CPU kernels):
+#: collected on the TensorFlow backend only.
+TENSORFLOW_ONLY = [
+    "test_reference.py",
+    "test_distribute.py",
+    "test_export.py",
+    "test_routing.py",
+    "test_benchmarks.py",
+]
+collect_ignore = [] if BACKEND == "tensorflow" else TENSORFLOW_ONLY
 
 
 @pytest.fixture
@@ -23,10 +39,24 @@ def exact_plans(monkeypatch):
     monkeypatch.setattr(plan, "COPY_COST", 0)
 
 
+def pytest_collection_modifyitems(config, items):
+    if BACKEND == "tensorflow":
+        return
+    skip = pytest.mark.skip(reason=f"TensorFlow only (Keras backend: {BACKEND})")
+    for item in items:
+        if item.get_closest_marker("tensorflow"):
+            item.add_marker(skip)
+
+
 def pytest_report_header(config):
+    versions = f"Keras {keras.__version__}, {BACKEND} backend"
+    if BACKEND != "tensorflow":
+        module = __import__(BACKEND)
+        return f"{versions} {module.__version__}"
+    import tensorflow as tf
+
     setting = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset")
     return (
-        f"TensorFlow {tf.__version__}, Keras {keras.__version__} "
-        f"({keras.backend.backend()} backend); oneDNN CPU kernels "
+        f"{versions}, TensorFlow {tf.__version__}; oneDNN CPU kernels "
         f"{'on' if onednn_enabled() else 'off'} (TF_ENABLE_ONEDNN_OPTS={setting})"
     )

@@ -53,8 +53,24 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from channelconv.layers import ChannelConv2D
-from channelconv.pruning import ConstantSparsity, KernelPruning
+# The model.fit scenarios, their model, data and training: shared with the
+# JAX worker (tests/fit_scenarios.py).
+from fit_scenarios import (
+    CHECKPOINT_SCENARIO,
+    EPOCHS,
+    FILTERS,
+    FIT_SCENARIOS,
+    FROZEN,
+    GLOBAL_BATCH,
+    INPUT_SHAPE,
+    build_model,
+    compile_model,
+    dtypes,
+    make_data,
+    run_scenario,
+    train_fit,
+    weights_by_path,
+)
 
 EXAMPLE_PATH = (
     pathlib.Path(__file__).resolve().parents[1] / "docs" / "examples" / "train_distributed.py"
@@ -72,36 +88,6 @@ def _import_example():
 #: strategy and training loop are what the example scenarios run.
 example = _import_example()
 
-GLOBAL_BATCH = 8
-SAMPLES = 32
-EPOCHS = 2
-INPUT_SHAPE = (8, 8, 3)
-FILTERS = 4
-# Kernels (input channel, filter) frozen in every model: 4 of 12.
-FROZEN = [(0, 0), (0, 3), (1, 1), (2, 2)]
-LEARNING_RATE = 0.05
-
-# Scenario name -> the model.fit scenario: the worker's model, SGD, trained
-# with ``model.fit`` with and without the strategy. Every implementation and
-# reduction appears in float32; the mixed-precision scenarios cover both
-# implementations and both reductions between them.
-FIT_SCENARIOS = {
-    "fused-sum": dict(implementation="fused", reduction="sum"),
-    "fused-concat": dict(implementation="fused", reduction="concat"),
-    "per_channel-sum": dict(implementation="per_channel", reduction="sum"),
-    "per_channel-concat": dict(implementation="per_channel", reduction="concat"),
-    "sparse-sum": dict(implementation="sparse", reduction="sum"),
-    "sparse-concat": dict(implementation="sparse", reduction="concat"),
-    # KernelPruning in fit: half of the 12 kernels zero from step 1 on.
-    "pruned-fused-sum": dict(implementation="fused", reduction="sum", pruning=True),
-    "mixed_float16": dict(
-        implementation="fused", reduction="sum", policy="mixed_float16"
-    ),
-    "mixed_bfloat16": dict(
-        implementation="per_channel", reduction="concat", policy="mixed_bfloat16"
-    ),
-}
-CHECKPOINT_SCENARIO = "fused-sum"
 
 # Scenario name -> an example scenario: the example's model, trained by its
 # ``loop_epochs`` with and without the strategy (and by ``model.fit`` without
@@ -135,80 +121,12 @@ MULTIWORKER_SAMPLES = 29
 MULTIWORKER_MODEL = ("fused", "concat")
 
 
-def make_data():
-    """Deterministic regression data: ``SAMPLES`` images, 2 targets each."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(SAMPLES,) + INPUT_SHAPE).astype("float32")
-    y = rng.normal(size=(SAMPLES, 2)).astype("float32")
-    return x, y
-
-
-def build_model(implementation="fused", reduction="sum", seed=1, pruning=False):
-    """Input -> ChannelConv2D -> Flatten -> Dense(2, float32).
-
-    The frozen kernels are drawn from a normal distribution (not zeros), so
-    that "unchanged" is a strong check, except for the sparse implementation,
-    whose rule is that they are zeros. The last layer computes in float32,
-    as Keras recommends for mixed precision.
-    """
-    frozen_initializer = (
-        "zeros" if implementation == "sparse"
-        else keras.initializers.RandomNormal(seed=seed + 100)
-    )
-    inputs = keras.Input(shape=INPUT_SHAPE)
-    h = ChannelConv2D(
-        FILTERS,
-        3,
-        frozen=FROZEN,
-        frozen_initializer=frozen_initializer,
-        kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
-        implementation=implementation,
-        reduction=reduction,
-        padding="same",
-        prunable=pruning,
-        name="channel_conv0",
-    )(inputs)
-    h = keras.layers.Flatten()(h)
-    outputs = keras.layers.Dense(
-        2,
-        dtype="float32",
-        kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 50),
-        name="head",
-    )(h)
-    return keras.Model(inputs, outputs)
-
-
-def compile_model(model, jit_compile=False):
-    """Plain SGD on mean squared error: no state, no randomness."""
-    model.compile(
-        optimizer=keras.optimizers.SGD(LEARNING_RATE),
-        loss="mse",
-        jit_compile=jit_compile,
-    )
-
-
-def weights_by_path(model, prefix):
-    """``{prefix + "/" + variable path: array}`` for all the model's weights."""
-    return {
-        f"{prefix}/{w.path}": keras.ops.convert_to_numpy(w).copy()
-        for w in model.weights
-    }
-
-
 def replica_copies(model, strategy, prefix):
     """``{prefix + "/" + path: array}`` of each variable's copy on replica 1."""
     return {
         f"{prefix}/{w.path}": strategy.experimental_local_results(w.value)[1].numpy()
         for w in model.weights
     }
-
-
-def train_fit(model, x, y, pruning=False):
-    """``model.fit`` on the global batches, in order (pruning half the kernels)."""
-    compile_model(model)
-    callbacks = [KernelPruning(ConstantSparsity(0.5, begin_step=1, frequency=2))] if pruning else []
-    model.fit(x, y, batch_size=GLOBAL_BATCH, epochs=EPOCHS, shuffle=False, verbose=0,
-              callbacks=callbacks)
 
 
 def example_optimizer(name="sgd"):
@@ -291,25 +209,6 @@ def run_example_scenario(name, options, strategy, out_dir):
     info = dtypes(mirrored.get_layer("conv1"), fit.optimizer)
     info["loop_loss"] = {"mirrored": mirrored_losses, "single": single_losses}
     return info
-
-
-def dtypes(layer, optimizer):
-    """The layer's variable and compute dtypes; the optimizer's class name."""
-    return {
-        "variable_dtype": layer.variable_dtype,
-        "compute_dtype": layer.compute_dtype,
-        "optimizer": type(optimizer).__name__,
-    }
-
-
-def run_scenario(run, name, options, strategy, out_dir):
-    """``run(name, options, strategy, out_dir)`` under the scenario's policy."""
-    options = dict(options)
-    keras.mixed_precision.set_dtype_policy(options.pop("policy", "float32"))
-    try:
-        return run(name, options, strategy, out_dir)
-    finally:
-        keras.mixed_precision.set_dtype_policy("float32")
 
 
 def fit_outcome(make_model, strategy, x, y, jit_compile=False):

@@ -16,6 +16,9 @@ import numpy as np
 
 from channelconv import ChannelConv1D, ChannelConv2D, ChannelConv3D
 
+#: The Keras backend the suite runs on (``KERAS_BACKEND``).
+BACKEND = keras.backend.backend()
+
 ACTIVATIONS = {
     None: lambda x: x,
     "linear": lambda x: x,
@@ -135,7 +138,94 @@ def keras_can_run(conv):
     limit is avoided by :func:`keras_output`, which computes channels-last.
     """
     depthwise = isinstance(conv, keras.layers.DepthwiseConv2D)
-    return not depthwise or len(set(conv.strides)) == 1 or onednn_enabled()
+    return not depthwise or len(set(conv.strides)) == 1 or not strict_tensorflow_kernels()
+
+
+def strict_tensorflow_kernels():
+    """Whether TensorFlow's own CPU kernels (oneDNN off) run the convolutions.
+
+    Those refuse ``DepthwiseConv2D`` with unequal strides; oneDNN's kernels
+    and the other backends accept it.
+    """
+    return BACKEND == "tensorflow" and not onednn_enabled()
+
+
+def vjp(fn, args, upstream, mode="eager"):
+    """``fn(*args)`` and the gradients of ``sum(fn(*args) * upstream)``, any backend.
+
+    Args:
+        fn: a function of tensors, written with ``keras.ops`` (or a layer's
+            ``stateless_call``).
+        args: NumPy arrays, the points at which to differentiate.
+        upstream: NumPy array shaped like the output.
+        mode: ``"eager"``; ``"function"`` (TensorFlow's ``tf.function``);
+            ``"xla"`` (``tf.function(jit_compile=True)`` or ``jax.jit``).
+
+    Returns:
+        ``(output, gradients)`` as NumPy arrays, one gradient per argument;
+        ``None`` where ``fn`` does not depend on an argument (TensorFlow and
+        PyTorch say so; JAX gives zeros).
+    """
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        def run(*tensors):
+            with tf.GradientTape() as tape:
+                tape.watch(tensors)
+                y = fn(*tensors)
+                loss = tf.reduce_sum(y * tf.cast(upstream, y.dtype))
+            return y, tape.gradient(loss, tensors)
+
+        if mode != "eager":
+            run = tf.function(run, jit_compile=mode == "xla")
+        y, grads = run(*[tf.constant(a) for a in args])
+    elif BACKEND == "jax":
+        import jax
+
+        def run(*tensors):
+            y, pullback = jax.vjp(fn, *tensors)
+            return y, pullback(jax.numpy.asarray(upstream, y.dtype))
+
+        if mode == "xla":
+            run = jax.jit(run)
+        elif mode != "eager":
+            raise ValueError(f"JAX has no mode {mode!r}.")
+        y, grads = run(*[jax.numpy.asarray(a) for a in args])
+    else:
+        import torch
+
+        if mode != "eager":
+            raise ValueError(f"{BACKEND} has no mode {mode!r}.")
+        tensors = [torch.tensor(a, requires_grad=True) for a in args]
+        y = fn(*tensors)
+        grads = torch.autograd.grad(
+            y, tensors, grad_outputs=torch.as_tensor(upstream, dtype=y.dtype),
+            allow_unused=True,
+        )
+        y = y.detach()
+    return to_numpy(y), [None if g is None else to_numpy(g) for g in grads]
+
+
+def layer_vjp(layer, x, upstream, mode="eager"):
+    """Gradients of ``sum(layer(x) * upstream)`` w.r.t. ``x`` and every weight.
+
+    Runs ``layer.stateless_call`` with the weights' values as arguments, so
+    that non-trainable weights (``frozen_kernels``) are differentiated too.
+
+    Returns:
+        ``{"input": ..., <weight name>: ...}`` of NumPy arrays or ``None``
+        (see :func:`vjp`).
+    """
+    trainable = [to_numpy(w) for w in layer.trainable_weights]
+    non_trainable = [to_numpy(w) for w in layer.non_trainable_weights]
+    n = len(trainable)
+
+    def fn(x, *values):
+        return layer.stateless_call(list(values[:n]), list(values[n:]), x)[0]
+
+    _, grads = vjp(fn, [x, *trainable, *non_trainable], upstream, mode)
+    names = ["input"] + [w.name for w in layer.trainable_weights + layer.non_trainable_weights]
+    return dict(zip(names, grads))
 
 
 def layer_input(layer_or_format, spatial, channels, seed=0, batch=2):

@@ -5,16 +5,25 @@ check the files it writes, and check the optimizer-state figures against
 sizes computed here from the layer shapes and the frozen mask. The other
 scripts are checked for what they time (the path they name) and their
 arguments.
+
+This module runs on the TensorFlow backend (tests/conftest.py); the JAX and
+PyTorch runs of the benchmarks are checked from here, in subprocesses with
+``KERAS_BACKEND`` set and TensorFlow made unimportable: the steps of
+``benchlib.steps`` against NumPy, and the files and records of
+``bench_conv.py --smoke`` (JAX, PyTorch) and ``bench_sparse.py --smoke`` (JAX).
 """
 
 import contextlib
+import importlib.metadata
 import importlib.util
+import inspect
 import io
 import json
 import os
 import pathlib
 import subprocess
 import sys
+import textwrap
 
 import keras
 import matplotlib.image
@@ -388,7 +397,8 @@ def test_sparse_benchmark_freezes_the_structure_it_names(
 
 def test_sparse_benchmark_writes_its_reports(bench_sparse, tmp_path, monkeypatch):
     rows = [("sum", "block-diagonal", 2), ("sum", "random", 0.1), ("concat", "random", 0.75)]
-    monkeypatch.setattr(bench_sparse, "QUICK", dict(sizes=["tiny"], rows=rows, rounds=1))
+    monkeypatch.setattr(bench_sparse, "QUICK", dict(sizes=["tiny"], rows=rows, rounds=1,
+                                                    profile=True))
     monkeypatch.setattr(bench_sparse, "MULTIPLIERS", (2,))
     bench_sparse.main(["--quick", "--out", str(tmp_path)])
     state = "on" if onednn_enabled() else "off"
@@ -403,6 +413,14 @@ def test_sparse_benchmark_writes_its_reports(bench_sparse, tmp_path, monkeypatch
         assert set(r["train"]) >= {"keras", "sparse", "limit"}
         assert all(v["ms"] > 0 for v in r["infer"].values())
     assert "| sum block-diagonal 2 groups | 0.500 |" in (tmp_path / (stem + ".md")).read_text()
+    result = json.loads((tmp_path / (stem + ".json")).read_text())
+    assert set(result["concat_profile"]["ms"]) == set(PROFILE_STEPS)
+    assert len(result["copy_profile"]["ms"]) == 3
+
+
+#: The steps of bench_sparse's profile of the sparse concat layer.
+PROFILE_STEPS = ["DepthwiseConv2D", "sparse layer", "input gather",
+                 "depthwise of the live kernels", "output placement", "copy of the output"]
 
 
 def test_sparse_benchmark_target_checks(bench_sparse):
@@ -429,3 +447,166 @@ def test_script_runs_from_the_command_line(script):
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("usage: "), result.stdout[:500]
+
+
+# --- every Keras backend: benchlib.steps and the scripts' --smoke runs ----------------
+
+
+def step_record(benchmarks, jit):
+    """An inference step, then three SGD training steps, of a Dense layer through
+    ``benchlib.steps``; run here on TensorFlow and in a subprocess on JAX and PyTorch."""
+    import sys
+
+    sys.path.insert(0, benchmarks)
+    import keras
+    import numpy as np
+    from benchlib.steps import make_step, tensor
+
+    rng = np.random.default_rng(0)
+    x, w, b = (rng.standard_normal(s).astype("float32") for s in ((4, 3), (3, 2), (2,)))
+    layer = keras.layers.Dense(2)
+    layer.build((None, 3))
+    layer.set_weights([w, b])
+    infer = make_step(layer, "infer", jit)
+    y = keras.ops.convert_to_numpy(infer(tensor(x)))  # before training: JAX keeps its own state
+    train = make_step(layer, "train", jit, keras.optimizers.SGD(0.1))
+    losses = [float(keras.ops.convert_to_numpy(train(tensor(x)))) for _ in range(3)]
+    return dict(x=x.tolist(), w=w.tolist(), b=b.tolist(), learning_rate=0.1, y=y.tolist(),
+                losses=losses, traces=[infer.traces, train.traces])
+
+
+#: What a subprocess runs: step_record, then a script's --smoke run, with
+#: TensorFlow unimportable (``import tensorflow`` raises ImportError).
+DRIVER = textwrap.dedent(inspect.getsource(step_record)) + """
+import json, os, runpy, sys
+
+sys.modules["tensorflow"] = None
+script, out = sys.argv[1], sys.argv[2]
+with open(os.path.join(out, "steps.json"), "w") as f:
+    json.dump(step_record(os.path.dirname(script), jit=False), f)
+sys.argv = [script, "--smoke", "--out", out]
+runpy.run_path(script, run_name="__main__")
+"""
+
+#: (backend, script): the runs on other backends, as issue 14 asks for.
+BACKEND_RUNS = [("jax", "bench_conv"), ("torch", "bench_conv"), ("jax", "bench_sparse")]
+VERSIONS = {"jax": ("jax", "jaxlib"), "torch": ("torch",)}
+TITLES = {"jax": "JAX", "torch": "PyTorch"}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """``smoke_run(backend, script)``: the output directory and stdout of one
+    driver run (made once per module); skipped if the backend is not installed."""
+    runs = {}
+
+    def run(backend, script):
+        if importlib.util.find_spec(backend) is None:
+            pytest.skip(f"{backend} is not installed")
+        if (backend, script) not in runs:
+            out = tmp_path_factory.mktemp(f"{backend}-{script}")
+            env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
+            result = subprocess.run(
+                [sys.executable, "-c", DRIVER, str(SCRIPT.parent / f"{script}.py"), str(out)],
+                capture_output=True, text=True, env=env, timeout=600)
+            assert result.returncode == 0, result.stderr[-3000:]
+            runs[backend, script] = out, result.stdout
+        return runs[backend, script]
+
+    return run
+
+
+def sgd_reference(record, steps=3):
+    """NumPy: the losses ``mean(y ** 2)`` of plain gradient descent on ``x @ w + b``."""
+    x, w, b = (np.array(record[k], "float64") for k in ("x", "w", "b"))
+    losses = []
+    for _ in range(steps):
+        y = x @ w + b
+        losses.append(np.mean(y**2))
+        dy = 2 * y / y.size
+        w, b = w - record["learning_rate"] * x.T @ dy, b - record["learning_rate"] * dy.sum(0)
+    return losses
+
+
+STEP_BACKENDS = [("tensorflow", False), ("tensorflow", True), ("jax", None), ("torch", None)]
+
+
+@pytest.mark.parametrize("backend,jit", STEP_BACKENDS,
+                         ids=["tensorflow", "tensorflow-jit", "jax", "torch"])
+def test_steps_infer_and_train_as_defined_on_every_backend(smoke_run, backend, jit):
+    """The timed steps compute what they say: the forward call, and forward,
+    gradient and update with the state carried from step to step (JAX)."""
+    if backend == "tensorflow":
+        record = step_record(str(SCRIPT.parent), jit)
+    else:
+        out, _ = smoke_run(backend, "bench_conv")
+        record = json.loads((out / "steps.json").read_text())
+    x, w, b = (np.array(record[k]) for k in ("x", "w", "b"))
+    np.testing.assert_allclose(record["y"], x @ w + b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(record["losses"], sgd_reference(record), rtol=1e-5)
+    traces = None if backend == "torch" else 1  # PyTorch runs eagerly
+    assert record["traces"] == [traces, traces]
+
+
+@pytest.mark.parametrize("backend,script", BACKEND_RUNS, ids=[f"{b}-{s}" for b, s in BACKEND_RUNS])
+def test_smoke_run_on_another_backend_names_its_backend(smoke_run, backend, script):
+    out, stdout = smoke_run(backend, script)
+    stem = f"{script}_smoke_{backend}"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [stem + ".json", stem + ".md", stem + ".png", "steps.json"])
+    image = matplotlib.image.imread(out / f"{stem}.png")
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    env = json.loads((out / f"{stem}.json").read_text())["environment"]
+    assert env["backend"] == backend and env["keras"] == keras.__version__
+    versions = {package: importlib.metadata.version(package) for package in VERSIONS[backend]}
+    assert {package: env[package] for package in versions} == versions
+    assert "tensorflow" not in env and "onednn" not in env  # TensorFlow's own records
+    if backend == "torch":
+        assert isinstance(env["torch_mkldnn"], bool) and env["torch_threads"] >= 1
+    markdown = (out / f"{stem}.md").read_text()
+    title = markdown.splitlines()[0]
+    assert title.endswith(f" ({TITLES[backend]})"), title
+    text = f"{TITLES[backend]} {versions[backend]}"
+    assert text in markdown and stdout.startswith(text)
+
+
+def test_smoke_runs_of_bench_conv_on_other_backends_record_every_variant(smoke_run):
+    """JAX: every step jit-compiled and traced once; PyTorch: eager; the
+    answer's layer (TensorFlow code) left out; Adam's state as computed here."""
+    for backend in ("jax", "torch"):
+        out, _ = smoke_run(backend, "bench_conv")
+        result = json.loads((out / f"bench_conv_smoke_{backend}.json").read_text())
+        assert rank_of(result) == 2
+        for reduction, variants in names(2).items():
+            for mode in ("train", "infer"):
+                got = records(result, reduction=reduction, mode=mode)
+                assert sorted(r["variant"] for r in got) == sorted(variants)
+                for r in got:
+                    assert r["jit_compile"] is (backend == "jax")
+                    assert r["traces"] == (1 if backend == "jax" else None)
+                    assert r["rounds"] == 2 and all(t > 0 for t in r["times_ms"])
+        for reduction, variant, params in STATE[:-1]:  # the last row is the answer's
+            for r in records(result, reduction=reduction, variant=names(2)[reduction][variant]):
+                assert r["trainable_params"] == params(K**2)
+                assert r["optimizer_state_bytes"] == 2 * FLOAT32 * params(K**2)
+        checks = {(c["reduction"], c["mode"]) for c in result["targets"]}
+        assert len(result["targets"]) == 4 and checks == {
+            (r, m) for r in ("sum", "concat") for m in ("train", "infer")}
+        (assembly,) = result["assembly"]
+        assert np.isfinite([assembly["forward_ms"], assembly["forward_backward_ms"]]).all()
+        assert "is TensorFlow-only: not timed" in (
+            out / f"bench_conv_smoke_{backend}.md").read_text()
+
+
+def test_smoke_run_of_bench_sparse_on_jax_records_every_row(smoke_run):
+    out, _ = smoke_run("jax", "bench_sparse")
+    result = json.loads((out / "bench_sparse_smoke_jax.json").read_text())
+    assert [(r["reduction"], r["structure"], r["filters"]) for r in result["records"]] == [
+        ("sum", "block-diagonal", 8), ("concat", "random", 2)]
+    for r in result["records"]:
+        assert ("auto" in r["train"]) == (r["auto"] == "fused")
+        for mode in ("train", "infer"):
+            assert set(r[mode]) >= {"keras", "sparse", "limit"}
+            assert all(v["ms"] > 0 for v in r[mode].values())
+    assert set(result["concat_profile"]["ms"]) == set(PROFILE_STEPS)
+    assert len(result["copy_profile"]["ms"]) == 3

@@ -3,9 +3,12 @@
 Most tests call ``main(argv)`` in-process; one runs the installed entry
 point in a subprocess. Demo runs use tiny settings; their claims (frozen
 kernels exactly zero in the saved file, loss decreased, the file reloads)
-are checked here independently of what the demo printed about them.
+are checked here independently of what the demo printed about them. Every
+command but ``reproduce`` runs on every Keras backend; ``reproduce`` runs
+the answer's TensorFlow code, and on another backend says so (exit 2).
 """
 
+import functools
 import os
 import re
 import shutil
@@ -15,8 +18,9 @@ import keras
 import numpy as np
 import pytest
 
-from channelconv import cli, demo, reference
+from channelconv import cli, demo, prune_demo
 from channelconv.mask import random_frozen_mask
+from harness import BACKEND
 
 TINY = ["--epochs", "1", "--steps-per-epoch", "3", "--batch-size", "8", "--image-size", "10"]
 
@@ -135,6 +139,7 @@ def test_output_paths_that_cannot_be_written(capsys, tmp_path, kind):
 # --- reproduce ---------------------------------------------------------------
 
 
+@pytest.mark.tensorflow
 def test_reproduce_agrees_and_shows_the_defects(capsys):
     assert cli.main(["reproduce"]) == 0
     out, err = capsys.readouterr()
@@ -157,7 +162,10 @@ def test_reproduce_agrees_and_shows_the_defects(capsys):
     assert out.rstrip().endswith("All 15 checks agree.")
 
 
+@pytest.mark.tensorflow
 def test_reproduce_exits_1_when_a_finding_does_not_hold(capsys, monkeypatch):
+    from channelconv import reference
+
     # As if a TensorFlow version gave tf.nn.conv2d a default for `strides`.
     monkeypatch.setattr(reference, "run_answer_as_written", lambda: None)
     assert cli.main(["reproduce"]) == 1
@@ -166,6 +174,19 @@ def test_reproduce_exits_1_when_a_finding_does_not_hold(capsys, monkeypatch):
     assert err == (
         "channelconv reproduce: 1 of 15 checks failed: the answer as written "
         "raises TypeError (tf.nn.conv2d needs strides)\n"
+    )
+
+
+@pytest.mark.skipif(BACKEND == "tensorflow", reason="about the other Keras backends")
+def test_reproduce_on_another_backend_is_a_one_line_usage_error(capsys):
+    assert cli.main(["reproduce"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        "channelconv reproduce: channelconv.reference (the answer's code, written with "
+        f"tf.nn.conv2d) runs on the TensorFlow backend only; Keras runs on '{BACKEND}' "
+        "(KERAS_BACKEND). Set KERAS_BACKEND=tensorflow to use it. The channelconv "
+        "layers, conversions and pruning run on every backend.\n"
     )
 
 
@@ -272,10 +293,14 @@ def test_demo_save_failure_is_one_line_exit_1(capsys, tmp_path, monkeypatch):
 # --- prune-demo ----------------------------------------------------------------------
 
 
-def test_prune_demo_reduced_runs_its_checks_and_plots(capsys, tmp_path):
+def test_prune_demo_reduced_runs_its_checks_and_plots(capsys, tmp_path, monkeypatch):
     """The reduced study: one seed, one epoch each; the checks hold, the table
     has every case with the condensed trainable weights of c2 and c3 (16 x 32
     and 32 x 32 kernels of 3 x 3: 13,824 dense), and the plot is written."""
+    # One round of the inference timing instead of 30 (unchecked here; half
+    # the run's time on JAX and PyTorch).
+    monkeypatch.setattr(prune_demo, "_inference_ms",
+                        functools.partial(prune_demo._inference_ms, rounds=1))
     plot = tmp_path / "p.png"
     argv = ["prune-demo", "--seeds", "1", "--dense-epochs", "1", "--finetune-epochs", "1",
             "--verbose", "0", "--plot", str(plot)]

@@ -18,9 +18,32 @@ import pytest
 from channelconv.convert import convert_model, from_conv, from_conv2d, strip, to_keras_layer
 from channelconv.layers import BaseChannelConv, ChannelConv2D
 from channelconv.mask import grouped_frozen_mask
-from harness import CONVS, DEPTHWISE, LAYERS, SPATIAL, keras_output, layer_input, numpy_conv
+from harness import (
+    BACKEND, CONVS, DEPTHWISE, LAYERS, SPATIAL, keras_output, layer_input, numpy_conv,
+)
 
 pytestmark = pytest.mark.numerics
+
+# JAX compiles every new shape with XLA, the random initial values of each
+# kernel shape included (a second or two per layer configuration), so the
+# tables of source layers run there on a share of their rows (JAX_SOURCES,
+# JAX_GROUPED), which between them have every class, rank and option that
+# changes the computation; the conversion of the others is backend-neutral
+# Python that the TensorFlow and PyTorch runs cover.
+SPARED_ON_JAX = pytest.mark.skipif(
+    BACKEND == "jax", reason="spared on JAX (XLA compiles each case); other rows cover it"
+)
+
+
+def _params(argnames, rows, on_jax):
+    """``parametrize`` arguments for ``rows`` ``(id, *values)``; rows whose id
+    is not in ``on_jax`` are spared on JAX."""
+    assert on_jax <= {row_id for row_id, *_ in rows}, on_jax
+    return dict(argnames=argnames, argvalues=[
+        pytest.param(*values, id=row_id, marks=() if row_id in on_jax else SPARED_ON_JAX)
+        for row_id, *values in rows
+    ])
+
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((2, 9, 9, 3)).astype("float32")
@@ -164,9 +187,12 @@ SOURCES = [  # (id, rank, class, options)
     for rank, table in cases.items()
     for name, kwargs in table
 ]
-SOURCE_PARAMS = dict(
-    argnames="rank, cls, kwargs", argvalues=[s[1:] for s in SOURCES], ids=[s[0] for s in SOURCES]
-)
+JAX_SOURCES = {
+    "Conv1D-causal_strides_channels_first", "Conv2D-strides_same_relu",
+    "Conv2D-dilation_no_bias", "Conv3D-strides_same_channels_first_no_bias",
+    "DepthwiseConv1D-dilation_no_bias_channels_first", "DepthwiseConv2D-strides_same_tanh",
+}
+SOURCE_PARAMS = _params("rank, cls, kwargs", SOURCES, JAX_SOURCES)
 FROZEN = [(0, 0), (2, 1), (1, 0)]
 
 
@@ -317,9 +343,10 @@ GROUPED = [  # (id, rank, options)
     ("Conv3D-groups4-channels_first_no_bias", 3,
      dict(filters=4, kernel_size=2, groups=4, use_bias=False, data_format="channels_first")),
 ]
-GROUPED_PARAMS = dict(
-    argnames="rank, kwargs", argvalues=[g[1:] for g in GROUPED], ids=[g[0] for g in GROUPED]
-)
+JAX_GROUPED = {
+    "Conv1D-groups4-causal_dilated", "Conv2D-groups4-strides_same_relu", "Conv3D-groups2",
+}
+GROUPED_PARAMS = _params("rank, kwargs", GROUPED, JAX_GROUPED)
 GROUPED_CHANNELS = 4
 EXTRA = [(0, 0)]  # a live kernel in every grouping: channel 0 and filter 0 are group 0
 
@@ -803,46 +830,81 @@ def test_strip_gives_plain_layers_and_identical_outputs(channel_model):
         np.testing.assert_allclose(y, outputs(case.model, case.x)[0], rtol=1e-5, atol=1e-5)
 
 
+# Run in a fresh process of the same backend (KERAS_BACKEND is inherited),
+# for every model in STRIP_MODELS at once: directory/{stripped,original}.keras
+# and directory/x.npy in, directory/y.npy out.
 LOADER = textwrap.dedent(
     """
-    import sys
+    import pathlib, sys
     sys.modules["channelconv"] = None  # as if channelconv were not installed
-    import numpy as np, keras, tensorflow as tf
-    stripped, original, served, x_path, out_path = sys.argv[1:]
-    x = np.load(x_path)
-    model = keras.saving.load_model(stripped)
-    np.save(out_path, keras.ops.convert_to_numpy(model(x)))
-    artifact = tf.saved_model.load(served)  # keep a reference while serving
-    np.save(out_path + ".served.npy", artifact.serve(x).numpy())
-    try:
-        keras.saving.load_model(original)
-    except Exception as error:
-        print("ORIGINAL_FAILED", type(error).__name__)
+    import numpy as np, keras
+    for directory in map(pathlib.Path, sys.argv[1:]):
+        model = keras.saving.load_model(directory / "stripped.keras")
+        y = model(np.load(directory / "x.npy"))
+        np.save(directory / "y.npy", keras.ops.convert_to_numpy(y))
+        try:
+            keras.saving.load_model(directory / "original.keras")
+        except Exception as error:
+            print("ORIGINAL_FAILED", directory.name, type(error).__name__)
+    """
+)
+# The same with SavedModels: directory/served in, directory/y.npy out.
+SERVER = textwrap.dedent(
+    """
+    import pathlib, sys
+    sys.modules["channelconv"] = None  # as if channelconv were not installed
+    import numpy as np, tensorflow as tf
+    for directory in map(pathlib.Path, sys.argv[1:]):
+        artifact = tf.saved_model.load(str(directory / "served"))
+        np.save(directory / "y.npy", artifact.serve(np.load(directory / "x.npy")).numpy())
     """
 )
 
 
-def test_stripped_model_loads_without_channelconv(channel_model, tmp_path):
-    case = channel_model
-    stripped, original = tmp_path / "stripped.keras", tmp_path / "original.keras"
-    strip(case.model).save(stripped)
-    case.model.save(original)
-    case.model.export(str(tmp_path / "served"), verbose=False)  # unstripped
-    np.save(tmp_path / "x.npy", case.x)
+def _run(script, directories):
     result = subprocess.run(
-        [sys.executable, "-c", LOADER, str(stripped), str(original), str(tmp_path / "served"),
-         str(tmp_path / "x.npy"), str(tmp_path / "y")],
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "-c", script, *map(str, directories)],
+        capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    # The control: the unstripped model does need channelconv.
-    assert "ORIGINAL_FAILED" in result.stdout
-    # The stripped model computes what its source computes (see above).
-    expected = outputs(case.source or case.model, case.x)[0]
-    assert np.array_equal(np.load(tmp_path / "y.npy"), expected)
-    # A SavedModel of the unstripped model needs no channelconv either.
-    served = np.load(tmp_path / "y.served.npy")
-    assert np.array_equal(served, outputs(case.model, case.x)[0])
+    return result
+
+
+def _strip_cases(tmp_path):
+    """``{directory: case}`` for every model of STRIP_MODELS, ``x.npy`` saved."""
+    cases = {}
+    for name, make in STRIP_MODELS.items():
+        directory = tmp_path / name
+        directory.mkdir()
+        cases[directory] = make()
+        np.save(directory / "x.npy", cases[directory].x)
+    return cases
+
+
+def test_stripped_models_load_without_channelconv(tmp_path):
+    """In one fresh process for all of STRIP_MODELS (a process start is slow)."""
+    cases = _strip_cases(tmp_path)
+    for directory, case in cases.items():
+        strip(case.model).save(directory / "stripped.keras")
+        case.model.save(directory / "original.keras")
+    result = _run(LOADER, cases)
+    for directory, case in cases.items():
+        # The control: the unstripped model does need channelconv.
+        assert f"ORIGINAL_FAILED {directory.name} " in result.stdout
+        # The stripped model computes what its source computes (see above).
+        expected = outputs(case.source or case.model, case.x)[0]
+        assert np.array_equal(np.load(directory / "y.npy"), expected), directory.name
+
+
+@pytest.mark.tensorflow
+def test_saved_models_of_unstripped_models_need_no_channelconv(tmp_path):
+    cases = _strip_cases(tmp_path)
+    for directory, case in cases.items():
+        case.model.export(str(directory / "served"), verbose=False)
+    _run(SERVER, cases)
+    for directory, case in cases.items():
+        served = np.load(directory / "y.npy")
+        assert np.array_equal(served, outputs(case.model, case.x)[0]), directory.name
 
 
 # --- the docs walkthrough ------------------------------------------------------
@@ -860,6 +922,7 @@ def test_pretrained_doc_code_blocks_are_in_the_walkthrough():
         assert block in script or textwrap.indent(block, "    ") in script, block
 
 
+@pytest.mark.tensorflow  # it ends with a SavedModel export and tf.saved_model.load
 def test_pretrained_walkthrough_runs(tmp_path):
     result = subprocess.run(
         [sys.executable, str(WALKTHROUGH), str(tmp_path)],

@@ -1,11 +1,14 @@
-"""ChannelConv2D under tf.distribute, mixed precision and XLA.
+"""ChannelConv2D under tf.distribute and keras.distribution, mixed precision and XLA.
 
 The training runs in subprocesses (``tests/distribute_worker.py``): logical
 CPU devices must be configured before TensorFlow initialises its devices, and
 a multi-worker cluster needs one process per worker. One subprocess runs all
 ``MirroredStrategy`` scenarios (each TensorFlow start costs seconds), two run
 the ``MultiWorkerMirroredStrategy`` cluster; this process judges what they
-wrote.
+wrote. One more runs the ``model.fit`` scenarios on JAX under Keras's own
+``keras.distribution.DataParallel`` over two XLA host devices
+(``tests/jax_distribution_worker.py``, the same table from
+``tests/fit_scenarios.py``), judged by the same checks.
 
 Two trainings are checked: ``model.fit``, and the documented custom loop
 (``loop_epochs`` of ``docs/examples/train_distributed.py``, imported by the
@@ -35,6 +38,7 @@ than 5 times its tolerance, so "same weights" cannot pass by not training.
 Frozen kernels are compared with ``np.array_equal``, always.
 """
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -53,8 +57,10 @@ import tensorflow as tf
 import distribute_worker as worker
 
 WORKER = pathlib.Path(worker.__file__).resolve()
+JAX_WORKER = WORKER.parent / "jax_distribution_worker.py"
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "docs" / "examples" / "train_distributed.py"
+JAX_EXAMPLE = ROOT / "docs" / "examples" / "train_jax_data_parallel.py"
 MIRRORED_TIMEOUT = 300  # seconds; 20-40 s on a 2-core machine
 MULTIWORKER_TIMEOUT = 180  # seconds for the whole cluster; 10-20 s
 EXAMPLE_TIMEOUT = 180
@@ -81,6 +87,26 @@ def subprocess_env(**extra):
     # No GPU: the scenarios run on logical CPU devices on any machine.
     env.update(TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", **extra)
     return env
+
+
+def run_on_two_jax_devices(script, out_dir, timeout):
+    """Runs ``script out_dir`` on JAX with two XLA host devices; skips without JAX.
+
+    JAX is skipped only where it is not installed (CI installs it: the
+    ``jax`` extra).
+    """
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("JAX is not installed (pip install channelconv[jax])")
+    result = subprocess.run(
+        [sys.executable, str(script), str(out_dir)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(
+            KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2"
+        ),
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def split(arrays, stage):
@@ -146,8 +172,39 @@ def mirrored(tmp_path_factory):
     return out, json.loads((out / "mirrored.json").read_text())
 
 
-def scenario_result(mirrored, name):
-    out, summary = mirrored
+@pytest.fixture(scope="module")
+def jax_data_parallel(tmp_path_factory):
+    """Runs every fit scenario under keras.distribution.DataParallel on JAX.
+
+    Two XLA host devices (``--xla_force_host_platform_device_count=2``);
+    returns (directory, summary).
+    """
+    out = tmp_path_factory.mktemp("jax_data_parallel")
+    run_on_two_jax_devices(JAX_WORKER, out, MIRRORED_TIMEOUT)
+    return out, json.loads((out / "parallel.json").read_text())
+
+
+# Distributed run -> (its fixture, the stage its distributed weights are
+# saved under, its scenarios). Every check below runs on both runs.
+RUNS = {
+    "mirrored": ("mirrored", "mirrored", list(SCENARIOS)),
+    "jax_data_parallel": ("jax_data_parallel", "parallel", list(worker.FIT_SCENARIOS)),
+}
+RUN_SCENARIOS = [
+    pytest.param(run, name, id=f"{run}-{name}")
+    for run, (_, _, names) in RUNS.items()
+    for name in names
+]
+
+
+def run_result(request, run):
+    """The (directory, summary) of a distributed run, and its stage name."""
+    fixture, stage, _ = RUNS[run]
+    return request.getfixturevalue(fixture), stage
+
+
+def scenario_result(distributed, name):
+    out, summary = distributed
     info = summary["scenarios"][name]
     assert "error" not in info, f"scenario {name} raised:\n{info.get('error')}"
     return np.load(out / f"{name}.npz"), info
@@ -159,42 +216,55 @@ def test_mirrored_runs_on_two_replicas(mirrored):
     assert summary["devices"] == ["/device:CPU:0", "/device:CPU:1"]
 
 
-@pytest.mark.parametrize("name", list(SCENARIOS), ids=list(SCENARIOS))
-def test_mirrored_matches_single_device(mirrored, name):
-    arrays, _ = scenario_result(mirrored, name)
+def test_jax_data_parallel_runs_on_two_devices(jax_data_parallel):
+    _, summary = jax_data_parallel
+    assert summary["backend"] == "jax"
+    assert summary["devices"] == ["cpu:0", "cpu:1"]
+    for name, info in summary["scenarios"].items():
+        assert info.get("variable_devices") == [2], (name, info)
+
+
+@pytest.mark.parametrize("run, name", RUN_SCENARIOS)
+def test_distributed_matches_single_device(request, run, name):
+    distributed, stage = run_result(request, run)
+    arrays, _ = scenario_result(distributed, name)
     assert_same_training(
-        split(arrays, "mirrored"),
+        split(arrays, stage),
         split(arrays, "single"),
         split(arrays, "initial"),
         tolerance(name),
     )
 
 
-@pytest.mark.parametrize("name", list(SCENARIOS), ids=list(SCENARIOS))
-def test_mirrored_frozen_kernels_bit_exact(mirrored, name):
-    arrays, _ = scenario_result(mirrored, name)
+@pytest.mark.parametrize("run, name", RUN_SCENARIOS)
+def test_distributed_frozen_kernels_bit_exact(request, run, name):
+    distributed, stage = run_result(request, run)
+    arrays, _ = scenario_result(distributed, name)
     initial = split(arrays, "initial")
-    stages = ["mirrored", "single"] + (["fit"] if name in EXAMPLES else [])
+    stages = [stage, "single"] + (["fit"] if name in EXAMPLES else [])
     for stage in stages:
         assert_frozen_exact_and_trainable_trained(split(arrays, stage), initial)
 
 
-@pytest.mark.parametrize("name", list(SCENARIOS), ids=list(SCENARIOS))
-def test_mirrored_replicas_hold_identical_copies(mirrored, name):
-    arrays, _ = scenario_result(mirrored, name)
-    assert_same_weights(split(arrays, "replica1"), split(arrays, "mirrored"))
+@pytest.mark.parametrize("run, name", RUN_SCENARIOS)
+def test_distributed_replicas_hold_identical_copies(request, run, name):
+    distributed, stage = run_result(request, run)
+    arrays, _ = scenario_result(distributed, name)
+    assert_same_weights(split(arrays, "replica1"), split(arrays, stage))
 
 
-def test_mirrored_pruning_prunes_the_same_kernels(mirrored):
-    """KernelPruning under the strategy: the single-device run's masks, bit for bit,
+@pytest.mark.parametrize("run", list(RUNS))
+def test_distributed_pruning_prunes_the_same_kernels(request, run):
+    """KernelPruning in distributed fit: the single-device run's masks, bit for bit,
     half of the 12 kernels (the 4 frozen ones, at non-zero values, never)."""
-    arrays, _ = scenario_result(mirrored, "pruned-fused-sum")
-    masks = {stage: split(arrays, stage)["channel_conv0/pruned_kernels"]
-             for stage in ("single", "mirrored", "replica1")}
+    distributed, stage = run_result(request, run)
+    arrays, _ = scenario_result(distributed, "pruned-fused-sum")
+    masks = {s: split(arrays, s)["channel_conv0/pruned_kernels"]
+             for s in ("single", stage, "replica1")}
     assert masks["single"].sum() == 6
     assert not masks["single"][tuple(np.array(worker.FROZEN).T)].any()
-    for stage in ("mirrored", "replica1"):
-        np.testing.assert_array_equal(masks[stage], masks["single"])
+    for s in (stage, "replica1"):
+        np.testing.assert_array_equal(masks[s], masks["single"])
 
 
 # --- the documented loop (docs/examples/train_distributed.py) ------------------
@@ -235,10 +305,17 @@ MIXED = [
 
 
 @pytest.mark.parametrize(
-    "name, compute_dtype, optimizer", MIXED, ids=[m[0] for m in MIXED]
+    "run, name, compute_dtype, optimizer",
+    [
+        pytest.param(run, *mixed, id=f"{run}-{mixed[0]}")
+        for run, (_, _, names) in RUNS.items()
+        for mixed in MIXED
+        if mixed[0] in names
+    ],
 )
-def test_mixed_precision_policy_took_effect(mirrored, name, compute_dtype, optimizer):
-    _, info = scenario_result(mirrored, name)
+def test_mixed_precision_policy_took_effect(request, run, name, compute_dtype, optimizer):
+    distributed, _ = run_result(request, run)
+    _, info = scenario_result(distributed, name)
     assert info["compute_dtype"] == compute_dtype
     assert info["variable_dtype"] == "float32"
     assert info["optimizer"] == optimizer
@@ -407,10 +484,24 @@ def test_example_script_trains_and_keeps_frozen_kernels(tmp_path):
     assert_frozen_exact_and_trainable_trained(final, dict(initial))
 
 
-def test_scaling_doc_code_blocks_are_in_the_example():
+def test_jax_example_script_trains_on_two_devices_and_keeps_frozen_kernels(tmp_path):
+    """docs/examples/train_jax_data_parallel.py (docs/scaling.md) on two XLA devices."""
+    run_on_two_jax_devices(JAX_EXAMPLE, tmp_path, EXAMPLE_TIMEOUT)
+    assert (tmp_path / "devices.txt").read_text() == "2"
+    layer = keras.saving.load_model(tmp_path / "model.keras").layers[0]
+    kernel = keras.ops.convert_to_numpy(layer.kernel)
+    frozen = layer.frozen_mask
+    assert frozen.sum() == 2 and not kernel[..., frozen].any()  # exactly zero
+    assert np.all(np.abs(kernel[..., ~frozen]).sum(axis=(0, 1)) > 0)
+
+
+def test_scaling_doc_code_blocks_are_in_the_examples():
     page = (ROOT / "docs" / "scaling.md").read_text()
-    script = EXAMPLE.read_text()
+    scripts = [EXAMPLE.read_text(), JAX_EXAMPLE.read_text()]
     blocks = re.findall(r"```python\n(.*?)```", page, flags=re.S)
-    assert len(blocks) >= 6
-    for block in blocks:  # verbatim, possibly dedented
-        assert any(textwrap.indent(block, " " * n) in script for n in (0, 4, 8)), block
+    assert len(blocks) >= 7
+    for block in blocks:  # verbatim, possibly dedented (the JAX one without its command line)
+        body = block.split("\n", 1)[1] if block.startswith("# KERAS_BACKEND=jax") else block
+        assert any(
+            textwrap.indent(body, " " * n) in script for n in (0, 4, 8) for script in scripts
+        ), block

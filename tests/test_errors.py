@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from channelconv.mask import grouped_frozen_mask, random_frozen_mask
-from harness import CONVS, LAYERS, layer_input, to_numpy
+from harness import BACKEND, CONVS, LAYERS, layer_input, to_numpy
 
 RANKS = tuple(sorted(LAYERS))
 RANK_IDS = [f"{rank}d" for rank in RANKS]
@@ -758,6 +758,16 @@ def test_input_too_small_for_the_kernel(rank):
         layer(np.zeros(shape, "float32"))
 
 
+# On PyTorch a layer is a torch.nn.Module, whose __getattr__ replaces the
+# AttributeError a property raises with "object has no attribute": the
+# layer's own message is lost (a library issue, not the test's).
+MESSAGE_LOST_ON_TORCH = pytest.mark.xfail(
+    BACKEND == "torch", strict=True, raises=AssertionError,
+    reason="torch.nn.Module.__getattr__ replaces the property's AttributeError message",
+)
+
+
+@MESSAGE_LOST_ON_TORCH
 @pytest.mark.parametrize("rank", RANKS, ids=RANK_IDS)
 def test_frozen_mask_and_kernel_before_build(rank):
     layer = LAYERS[rank](4, 3)

@@ -4,17 +4,19 @@ References: the Keras convolution of the layer's rank (``Conv1D`` /
 ``Conv2D`` / ``Conv3D`` for ``reduction="sum"``, ``DepthwiseConv1D`` /
 ``DepthwiseConv2D`` for ``"concat"``, or ``ConvND(groups=channels)`` where
 Keras has no depthwise layer) loaded with the layer's effective kernel and
-bias, and a direct NumPy convolution (:func:`harness.numpy_conv`).
+bias, and a direct NumPy convolution (:func:`harness.numpy_conv`). Every
+test runs on every Keras backend (on JAX, a share of the large grids' rows:
+see ``SPARED_ON_JAX``), except those about ``tf.function``, TensorFlow's own.
 """
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from channelconv import ChannelConv2D
 from channelconv.mask import random_frozen_mask
 from harness import (
+    BACKEND,
     CONVS,
     frozen_structures,
     LAYERS,
@@ -22,9 +24,11 @@ from harness import (
     keras_output,
     keras_reference,
     layer_input,
+    layer_vjp,
     numpy_conv,
-    onednn_enabled,
+    strict_tensorflow_kernels,
     to_numpy,
+    vjp,
 )
 
 pytestmark = pytest.mark.numerics
@@ -109,8 +113,31 @@ MODES = [
     ("concat-per_channel", "concat", "per_channel"),
     ("concat-sparse", "concat", "sparse"),
 ]
+
+# JAX compiles every new shape with XLA, eagerly too (the random initial
+# values of each kernel shape included: about two seconds an option row), so
+# there the grids run a share of their rows, which between them still have
+# every option, structure, reduction, implementation and data format.
+SPARED_ON_JAX = pytest.mark.skipif(
+    BACKEND == "jax", reason="spared on JAX (XLA compiles each case); other rows cover it"
+)
+
+
+def _on_jax_if(keep):
+    return () if keep else SPARED_ON_JAX
+
+
+# The option rows run on JAX: per rank, every padding, equal and unequal
+# strides, dilation, no bias, an activation and channels_first.
+JAX_OPTIONS = {
+    "1d-k3-stride2-nobias", "1d-k3-causal-dil2-tanh", "1d-cf-k3-stride2-same",
+    "2d-k3-same-relu", "2d-k2x3-stride1x2-same-tanh", "2d-cf-k2x3-dil2-nobias",
+    "3d-k2-stride1x2x2-nobias", "3d-k2-dil2-same", "3d-cf-k2x2x3-stride2x1x2-same",
+}
+assert JAX_OPTIONS <= {name for _, name, _ in RANKED_OPTIONS}
 GRID = [
-    pytest.param(rank, options, reduction, implementation, id=f"{name}-{mode}")
+    pytest.param(rank, options, reduction, implementation, id=f"{name}-{mode}",
+                 marks=_on_jax_if(name in JAX_OPTIONS))
     for rank, name, options in RANKED_OPTIONS
     for mode, reduction, implementation in MODES
 ]
@@ -184,12 +211,13 @@ def test_matches_keras_and_numpy(request, rank, options, reduction, implementati
     assert y.shape == expected.shape
     np.testing.assert_allclose(y, expected, atol=ATOL, rtol=RTOL)
     keras_y = keras_output(keras_reference(layer, x.shape), x)
-    # Keras's DepthwiseConv2D cannot run unequal strides without oneDNN.
+    # Keras's DepthwiseConv2D cannot run unequal strides on TensorFlow's own
+    # CPU kernels (oneDNN off).
     assert (keras_y is None) == (
         rank == 2
         and reduction == "concat"
         and len(set(layer.strides)) > 1
-        and not onednn_enabled()
+        and strict_tensorflow_kernels()
     )
     if keras_y is not None:
         np.testing.assert_allclose(y, keras_y, atol=ATOL, rtol=RTOL)
@@ -202,7 +230,8 @@ def test_matches_keras_and_numpy(request, rank, options, reduction, implementati
     "rank, options, reduction, implementation",
     [
         pytest.param(rank, options, reduction, implementation,
-                     id=f"{name}-{reduction}-{implementation}")
+                     id=f"{name}-{reduction}-{implementation}",
+                     marks=_on_jax_if(name in JAX_OPTIONS))
         for rank, name, options in RANKED_OPTIONS
         for reduction in ("sum", "concat")
         for implementation in ("per_channel", "sparse")
@@ -235,10 +264,23 @@ STRUCTURE_OPTIONS = {
 }
 
 
-@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
-@pytest.mark.parametrize("reduction", ["sum", "concat"])
-@pytest.mark.parametrize("structure", list(frozen_structures(4, 6)))
-@pytest.mark.parametrize("rank", [1, 2, 3])
+# On JAX, structure i runs on rank i % 3 + 1 only, with one (reduction, data
+# format) in turn: each structure once, each rank, reduction and format.
+FORMATS = [(reduction, data_format) for reduction in ("sum", "concat")
+           for data_format in ("channels_last", "channels_first")]
+STRUCTURE_GRID = [
+    pytest.param(
+        rank, structure, reduction, data_format,
+        id=f"{rank}-{structure}-{reduction}-{data_format}",
+        marks=_on_jax_if(rank == row % 3 + 1 and FORMATS[row % 4] == (reduction, data_format)),
+    )
+    for rank in (1, 2, 3)
+    for row, structure in enumerate(frozen_structures(4, 6))
+    for reduction, data_format in FORMATS
+]
+
+
+@pytest.mark.parametrize("rank, structure, reduction, data_format", STRUCTURE_GRID)
 def test_sparse_equals_fused_for_every_structure(
     exact_plans, rank, structure, reduction, data_format
 ):
@@ -253,18 +295,15 @@ def test_sparse_equals_fused_for_every_structure(
             bias_initializer=keras.initializers.RandomNormal(seed=5),
             **STRUCTURE_OPTIONS[rank],
         )
-    x = tf.constant(layer_input(data_format, SPATIAL[rank], STRUCTURE_CHANNELS, seed=6))
+    x = layer_input(data_format, SPATIAL[rank], STRUCTURE_CHANNELS, seed=6)
     out_shape = layers["fused"].compute_output_shape(x.shape)
-    upstream = tf.constant(np.random.default_rng(7).normal(size=out_shape), tf.float32)
+    upstream = np.random.default_rng(7).normal(size=out_shape).astype("float32")
     results = {}
     for implementation, layer in layers.items():
         layer.build(x.shape)
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            loss = tf.reduce_sum(layer(x) * upstream)
-        grads = tape.gradient(loss, [x, layer.trainable_kernels, layer.bias])
+        grads = layer_vjp(layer, x, upstream)
         results[implementation] = [to_numpy(layer(x))] + [
-            None if g is None else to_numpy(g) for g in grads
+            grads[name] for name in ("input", "trainable_kernels", "bias")
         ]
     np.testing.assert_array_equal(
         to_numpy(layers["sparse"].trainable_kernels),
@@ -329,23 +368,26 @@ def test_unknown_spatial_size(rank, reduction, implementation, data_format, opti
         )
 
 
+@pytest.mark.parametrize(
+    "mode", ["eager", pytest.param("function", marks=pytest.mark.tensorflow)]
+)
 @pytest.mark.parametrize("rank", [1, 2, 3])
 @pytest.mark.parametrize("implementation", ["fused", "per_channel", "sparse"])
 @pytest.mark.parametrize("reduction", ["sum", "concat"])
-def test_channels_first_bias_when_width_equals_channels(rank, reduction, implementation):
+def test_channels_first_bias_when_width_equals_channels(rank, reduction, implementation, mode):
     """Regression: ``keras.ops.add`` put the bias on the width axis here."""
     out_channels = FILTERS if reduction == "sum" else IN_CHANNELS * FILTERS
     layer = _layer(
         rank, dict(kernel_size=1, data_format="channels_first"), reduction, implementation
     )
     x = _input(rank, "channels_first", (3, 2, out_channels)[-rank:])
-    y = to_numpy(layer(x))
-    expected = _numpy_reference(layer, x)
-    np.testing.assert_allclose(y, expected, atol=ATOL, rtol=RTOL)
-    graph_call = tf.function(layer.__call__, jit_compile=False)
-    np.testing.assert_allclose(
-        to_numpy(graph_call(tf.constant(x))), expected, atol=ATOL, rtol=RTOL
-    )
+    if mode == "eager":
+        y = to_numpy(layer(x))
+    else:  # traced; only the output is used
+        layer.build(x.shape)
+        shape = layer.compute_output_shape(x.shape)
+        y, _ = vjp(layer, [x], np.zeros(shape, "float32"), mode)
+    np.testing.assert_allclose(y, _numpy_reference(layer, x), atol=ATOL, rtol=RTOL)
 
 
 @pytest.mark.parametrize("rank", [1, 2, 3])
@@ -434,6 +476,7 @@ def test_frozen_initializer_sets_frozen_values(initializer, rank):
     assert not np.array_equal(kernel[..., ~mask], full[..., ~mask])
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("jit", [False, True], ids=["function", "xla"])
 @pytest.mark.parametrize(
     "padding, strides", [("same", 2), ("valid", 1), ("same", (1, 2, 1))],
@@ -441,6 +484,8 @@ def test_frozen_initializer_sets_frozen_values(initializer, rank):
 )
 def test_3d_concat_in_a_function_of_unknown_shape(padding, strides, jit):
     """The depth-tap path with every size unknown while tracing (one trace)."""
+    import tensorflow as tf
+
     layer = _layer(3, dict(kernel_size=3, padding=padding, strides=strides), "concat", "fused")
     layer.build((None, None, None, None, IN_CHANNELS))
     spec = tf.TensorSpec((None, None, None, None, IN_CHANNELS))

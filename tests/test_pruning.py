@@ -7,7 +7,10 @@ a NumPy ranking of the norms, kernels frozen at non-zero values untouched;
 every bad argument; the state saved in ``.keras`` files and resumed by
 ``BackupAndRestore`` to exactly the same masks and weights; ``condense``
 against the pruned model (outputs, trainable counts, optimizer state) and
-``strip`` of the result.
+``strip`` of the result. Everything runs on every Keras backend; on JAX,
+where ``fit`` keeps the variables' values out of the variables between
+steps, updates in the middle of an epoch are checked against updates at
+the start of a ``fit``.
 """
 
 import keras
@@ -21,7 +24,7 @@ from channelconv import (
     condense,
     strip,
 )
-from harness import LAYERS, to_numpy
+from harness import BACKEND, LAYERS, to_numpy
 
 RANKS = (1, 2, 3)
 C, F, K = 4, 6, 3
@@ -70,7 +73,12 @@ def _data(rank=2, n=16):
 
 
 class _Recorder(keras.callbacks.Callback):
-    """After each batch: the step, the pruned mask and the effective kernel."""
+    """Before each batch: the step, the pruned mask and the effective kernel.
+
+    On JAX, ``self.model`` puts the training state back in the variables
+    (Keras's ``Callback.model``), so the values read are the current ones,
+    and the next step reads its state from the variables.
+    """
 
     def __init__(self, layer):
         super().__init__()
@@ -111,6 +119,41 @@ def test_exact_counts_no_revival_and_exact_zeros(rank):
         np.testing.assert_array_equal(kernel[..., pruned], np.zeros_like(kernel[..., pruned]))
         previous = pruned
     assert previous.sum() == round(0.75 * C * F)
+
+
+def test_mid_epoch_updates_match_updates_at_the_start_of_fit():
+    """Updates between an epoch's batches act as at the start of a ``fit``.
+
+    On JAX, Keras's ``fit`` keeps the variables' values in a state of its own
+    between the steps of an epoch: the callback has to put them back before
+    it reads the step and the kernels, and the mask it assigns has to reach
+    the next step. The reference is the same training, one ``fit`` per batch,
+    where every update falls at the start of a ``fit`` (the state is in the
+    variables there on every backend). No other callback runs: one reading
+    the model would put the state back itself.
+    """
+    # Updates at steps 1, 3, 5, 7; 4 batches per epoch: none at an epoch's start.
+    schedule = PolynomialDecay(0.0, 0.75, begin_step=1, end_step=7, frequency=2)
+    x, y = _data()
+
+    def train(batches):
+        model, layer = _model(seed=3)
+        model.compile(keras.optimizers.SGD(0.05), "mse")
+        pruning = KernelPruning(schedule)
+        for xs, ys, epochs in batches:
+            model.fit(xs, ys, batch_size=4, epochs=epochs, verbose=0, shuffle=False,
+                      callbacks=[pruning])
+        return model, layer
+
+    whole, layer = train([(x, y, 2)])
+    per_batch, reference = train(
+        [(x[i : i + 4], y[i : i + 4], 1) for _ in range(2) for i in range(0, len(x), 4)]
+    )
+    pruned = to_numpy(reference.pruned_kernels)
+    assert pruned.sum() == round(0.75 * C * F)  # step 7's sparsity
+    np.testing.assert_array_equal(to_numpy(layer.pruned_kernels), pruned)
+    for got, want in zip(whole.get_weights(), per_batch.get_weights()):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_prunes_the_smallest_norms_and_never_frozen_nonzero():
@@ -249,9 +292,12 @@ def test_sparse_implementation_cannot_be_prunable():
 
 
 def test_keras_file_mid_schedule_keeps_masks_and_continues(tmp_path):
-    schedule = ConstantSparsity(0.5, begin_step=0, frequency=3)
+    """A model saved between updates, loaded and trained on, prunes as the original does."""
+    # Updates at steps 0 (sparsity 0), 3 (16 kernels) and 6 (18 kernels).
+    schedule = PolynomialDecay(0.0, 0.75, begin_step=0, end_step=6, frequency=3)
     model, layer = _model()
     _fit(model, KernelPruning(schedule), epochs=1)
+    assert to_numpy(layer.pruned_kernels).sum() == 16
     path = str(tmp_path / "pruned.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
@@ -259,8 +305,16 @@ def test_keras_file_mid_schedule_keeps_masks_and_continues(tmp_path):
     np.testing.assert_array_equal(to_numpy(new.pruned_kernels), to_numpy(layer.pruned_kernels))
     np.testing.assert_array_equal(to_numpy(new.kernel), to_numpy(layer.kernel))
     assert int(to_numpy(loaded.optimizer.iterations)) == 4
-    x, _ = _data()
+    x, y = _data()
     np.testing.assert_array_equal(to_numpy(loaded(x)), to_numpy(model(x)))
+    # Steps 4 to 7, step 6 updating: the original and the loaded model alike.
+    for m in (model, loaded):
+        m.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False,
+              callbacks=[KernelPruning(schedule)])
+    assert to_numpy(new.pruned_kernels).sum() == 18
+    np.testing.assert_array_equal(to_numpy(new.pruned_kernels), to_numpy(layer.pruned_kernels))
+    for got, want in zip(loaded.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_backup_and_restore_resumes_to_the_same_masks_and_weights(tmp_path):
@@ -297,9 +351,15 @@ def test_pruning_under_xla_and_mixed_precision(compile_kwargs, policy):
     previous = keras.config.dtype_policy()
     if policy:
         keras.config.set_dtype_policy(policy)
+    if BACKEND == "torch" and compile_kwargs.get("jit_compile"):
+        import torch
+
+        torch._dynamo.reset()  # torch.compile's caches as in a new process
     try:
         model, layer = _model()
         model.compile(keras.optimizers.Adam(0.01), "mse", **compile_kwargs)
+        for name, value in compile_kwargs.items():  # not silently turned off
+            assert getattr(model, name) is value, name
         x, y = _data()
         model.fit(x, y, batch_size=4, epochs=2, verbose=0, shuffle=False,
                   callbacks=[KernelPruning(ConstantSparsity(0.5, frequency=2))])
@@ -311,6 +371,8 @@ def test_pruning_under_xla_and_mixed_precision(compile_kwargs, policy):
     np.testing.assert_array_equal(kernel[..., pruned], np.zeros_like(kernel[..., pruned]))
 
 
+@pytest.mark.skipif(BACKEND == "torch",
+                    reason="Keras: steps_per_execution must be 1 with the PyTorch backend")
 def test_steps_per_execution_makes_due_updates_at_the_start():
     model, layer = _model()
     model.compile(keras.optimizers.SGD(0.01), "mse", steps_per_execution=3)

@@ -301,8 +301,10 @@ BLOCKS = [
 
 @pytest.mark.parametrize(
     "page, index, check",
-    BLOCKS,
-    ids=[f"{page}[{index}]" for page, index, _ in BLOCKS],
+    [
+        pytest.param(page, index, check, id=f"{page}[{index}]")
+        for page, index, check in BLOCKS
+    ],
 )
 def test_doc_block_runs_and_does_what_the_text_says(page, index, check):
     namespace, out = run_block(page, index)

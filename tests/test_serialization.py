@@ -1,7 +1,9 @@
 """The channel convolutions' config, registration and ``.keras`` save/load.
 
 Every test runs for every rank (ChannelConv1D, ChannelConv2D, ChannelConv3D),
-except the one loading the 2-D fixture file 0.1.0 wrote.
+except the one loading the 2-D fixture file 0.1.0 wrote, and, on JAX only,
+the layer-harness cases in :data:`JAX_2D_ONLY`. Everything runs on every
+Keras backend.
 """
 
 import inspect
@@ -13,7 +15,15 @@ import numpy as np
 import pytest
 
 from channelconv.mask import grouped_frozen_mask, random_frozen_mask
-from harness import CONVS, LAYERS, layer_input, numpy_conv, run_layer_test, to_numpy
+from harness import (
+    BACKEND,
+    CONVS,
+    LAYERS,
+    layer_input,
+    numpy_conv,
+    run_layer_test,
+    to_numpy,
+)
 
 RANKS = tuple(sorted(LAYERS))
 RANK_IDS = [f"{rank}d" for rank in RANKS]
@@ -459,8 +469,25 @@ def _harness_cases(rank):
     return cases
 
 
+# On JAX every eager op compiles once per shape, and a harness case costs 1
+# to 4 s there: these cases, whose config, save/load and fit step are the
+# base class's whatever the rank, run in 2-D only on JAX (every rank on the
+# other backends; their convolutions at every rank are test_numerics's).
+JAX_2D_ONLY = (
+    "concat-per_channel-random-mask",
+    "channels_first-dilated-regularized",
+    "sparse-blocks-channels_first",
+    "sparse-concat-same",
+)
+assert set(JAX_2D_ONLY) <= {case[0] for case in _harness_cases(2)}
+_JAX_2D_ONLY = pytest.mark.skipif(
+    BACKEND == "jax", reason="slow on JAX (XLA compiles each eager op): runs in 2-D there"
+)
 HARNESS_CASES = [
-    pytest.param(rank, *case[1:], id=f"{rank}d-{case[0]}")
+    pytest.param(
+        rank, *case[1:], id=f"{rank}d-{case[0]}",
+        marks=[_JAX_2D_ONLY] if case[0] in JAX_2D_ONLY and rank != 2 else [],
+    )
     for rank in RANKS
     for case in _harness_cases(rank)
 ]

@@ -18,9 +18,9 @@ from channelconv import ChannelConv1D, ChannelConv2D, ChannelConv3D
 from channelconv.mask import random_frozen_mask
 
 
-try:  # written alongside this benchmark; optional
+try:  # TensorFlow only: channelconv.reference raises an ImportError on other backends
     from channelconv.reference import AnswerConv2D
-except ImportError:  # pragma: no cover - depends on the checkout
+except ImportError:
     AnswerConv2D = None
 
 
@@ -167,6 +167,23 @@ def quick_plan(rank):
         warmup=QUICK.warmup, min_rounds=QUICK.min_rounds, max_rounds=QUICK.max_rounds,
         group_seconds=QUICK.group_seconds,
     )
+
+
+#: A run of seconds through every path at toy sizes (batch 2, 8 pixels a
+#: side, two rounds): for tests, and for checking a backend's install.
+SMOKE = Plan(
+    sizes=_sizes({"sum": [(3, 16, 2, 2)], "concat": [(3, 16, 2, 2)]}),
+    image=8,
+    warmup=1,
+    min_rounds=2,
+    max_rounds=2,
+    group_seconds=0.0,
+)
+
+
+def smoke_plan(rank):
+    """:data:`SMOKE` at ``rank``."""
+    return dataclasses.replace(SMOKE, rank=rank)
 
 
 def cells_plan(cells, jit, max_rounds, group_seconds, rank=2):

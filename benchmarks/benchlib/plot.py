@@ -1,6 +1,7 @@
 """The step-time plot of the layer benchmarks."""
 
 from benchlib.cases import variant_names
+from benchlib.environment import backend_label
 
 
 PLOT_KEYS = ("reduction", "mode", "filters", "variant", "jit_compile")
@@ -63,7 +64,7 @@ def plot(result, path):
                            title_fontsize=7)
     env = result["environment"]
     fig.suptitle(f"ChannelConv{rank}D step time ({env['cpu']}, {env['cores']} cores, "
-                 f"TF {env['tensorflow']}, Keras {env['keras']}, {env['date'][:10]})", fontsize=10)
+                 f"{backend_label(env)}, Keras {env['keras']}, {env['date'][:10]})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

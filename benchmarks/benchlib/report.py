@@ -14,8 +14,15 @@ from benchlib.cases import (
     optimizer_state_bytes,
     variant_names,
 )
-from benchlib.environment import onednn_text
+from benchlib.environment import (
+    backend_of,
+    backend_title,
+    onednn_text,
+    setting_name,
+    versions_text,
+)
 from benchlib.plot import plot
+from benchlib.steps import jit_text
 from benchlib.timing import FAST, paired
 from channelconv.report import parameter_counts
 
@@ -51,7 +58,7 @@ def summarize(size, mode, entries, plan):
                 "ratio_of_minima": float(times.min() / min(baseline.times)),
                 "extra_ms": 1e3 * float(np.median(matched - base)),
                 "first_call_s": e.first_call_s,
-                "traces": int(e.step.experimental_get_tracing_count()),
+                "traces": e.step.traces,  # None on PyTorch: nothing traced
                 "times_ms": [round(1e3 * t, 4) for t in e.times],
                 "trainable_params": parameter_counts(e.layer).trainable,
                 "optimizer_state_bytes": int(optimizer_state_bytes(e.optimizer)),
@@ -302,14 +309,14 @@ def _first_call_table(records, at_least=2.0):
 def markdown(result):
     """The results as Markdown: environment, timings, targets, state sizes, scaling."""
     env, plan, records = result["environment"], result["plan"], result["records"]
-    retraced = [r for r in records if r["traces"] != 1]
+    retraced = [r for r in records if r["traces"] not in (1, None)]
+    eager = all(r["traces"] is None for r in records)
     lines = [
-        f"# ChannelConv{rank_of(records)}D benchmark",
+        f"# ChannelConv{rank_of(records)}D benchmark{backend_title(env)}",
         "",
         f"- date: {env['date']}",
         f"- CPU: {env['cpu']}, {env['cores']} cores ({env['usable_cores']} usable)",
-        f"- TensorFlow {env['tensorflow']}, Keras {env['keras']}, NumPy {env['numpy']}, "
-        f"Python {env['python']}",
+        f"- {versions_text(env)}, NumPy {env['numpy']}, Python {env['python']}",
         f"- {onednn_text(env)}",
         f"- load average (1, 5, 15 min) before: {result['load_before']}, "
         f"after: {result['load_after']}",
@@ -320,12 +327,15 @@ def markdown(result):
         f"{plan['max_rounds']} interleaved rounds (all variants in the first "
         f"{plan['min_rounds']}, then only those at most {FAST}x their baseline; "
         "rounds per variant in the JSON)",
-        "- ratios are medians of per-round paired ratios; `jit` = `jit_compile=True`",
-        "- " + (f"every timed function was traced once ({len(records)} functions)"
+        f"- ratios are medians of per-round paired ratios; {jit_text(backend_of(env))}",
+        "- " + ("every step ran eagerly (PyTorch): nothing traced" if eager else
+                f"every timed function was traced once ({len(records)} functions)"
                 if not retraced else
                 f"**{len(retraced)} functions were traced more than once**"),
     ]
-    if not env.get("answer_layer", True):
+    if backend_of(env) != "tensorflow":
+        lines.append("- `AnswerConv2D` (`channelconv.reference`) is TensorFlow-only: not timed")
+    elif not env.get("answer_layer", True):
         lines.append("- `channelconv.reference.AnswerConv2D` was not importable: not timed")
     lines += _timing_tables(records)
     lines += _target_tables(result["targets"], rank_of(records))
@@ -349,10 +359,13 @@ def write_reports(result, out_dir, stem):
 
 
 def write_setting_reports(result, out_dir, name, markdown_of):
-    """Writes ``<name>_onednn-<on|off>.{json,md}``: one file pair per oneDNN setting."""
-    state = "on" if result["environment"]["onednn"] else "off"
+    """Writes ``<name>_onednn-<on|off>.{json,md}``: one file pair per oneDNN setting.
+
+    On JAX and PyTorch, ``<name>_jax`` / ``<name>_torch`` (see
+    :func:`benchlib.environment.setting_name`).
+    """
     os.makedirs(out_dir, exist_ok=True)
-    stem = os.path.join(out_dir, f"{name}_onednn-{state}")
+    stem = os.path.join(out_dir, f"{name}_{setting_name(result['environment'])}")
     with open(stem + ".json", "w") as f:
         json.dump(result, f, indent=1)
     with open(stem + ".md", "w") as f:

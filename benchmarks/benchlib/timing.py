@@ -1,4 +1,4 @@
-"""Compiled steps and interleaved timing of layer variants."""
+"""Interleaved timing of layer variants (their steps: :mod:`benchlib.steps`)."""
 
 import dataclasses
 import gc
@@ -7,7 +7,7 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from benchlib.cases import (
     KernelMask,
@@ -17,35 +17,8 @@ from benchlib.cases import (
     group_label,
     variants_for,
 )
+from benchlib.steps import kernel_functions, make_step, tensor
 from channelconv.layers import BaseChannelConv
-
-
-def make_step(layer, mode, jit, optimizer=None):
-    """A compiled step: ``"train"`` (forward, backward, update) or ``"infer"``."""
-    if mode == "infer":
-
-        @tf.function(jit_compile=jit, reduce_retracing=False)
-        def infer(x):
-            return layer(x, training=False)
-
-        return infer
-
-    variables = layer.trainable_variables
-
-    @tf.function(jit_compile=jit, reduce_retracing=False)
-    def train(x):
-        with tf.GradientTape() as tape:
-            outputs = tf.nest.flatten(layer(x, training=True))  # a list: bench_sparse's limit
-            loss = tf.add_n([tf.reduce_mean(tf.square(y)) for y in outputs])
-        grads = tape.gradient(loss, variables)
-        # Variables without a gradient (the answer layer's dead channel-0
-        # filters) are skipped, as Keras would, minus its warning.
-        optimizer.apply_gradients(
-            [(g, v) for g, v in zip(grads, variables) if g is not None]
-        )
-        return loss
-
-    return train
 
 
 @dataclasses.dataclass
@@ -62,21 +35,23 @@ class Entry:
 
 
 def call(step, x):
+    """Seconds of one call of ``step`` (with ``x``, or none if ``x`` is None).
+
+    The functions of :mod:`benchlib.steps` return only once their result is
+    computed, so this is the step's time on every backend.
+    """
     start = time.perf_counter()
-    out = step() if x is None else step(x)
-    # CPU execution is synchronous; touching the results costs nothing and
-    # guards against a lazily finished output.
-    for tensor in tf.nest.flatten(out):
-        tensor.shape  # noqa: B018
+    if x is None:
+        step()
+    else:
+        step(x)
     return time.perf_counter() - start
 
 
 def build_entries(size, mode, jit, plan, progress):
     """Builds, traces and warms up every variant of one group."""
-    x = tf.random.stateless_normal(
-        (size.batch(mode),) + (plan.image,) * plan.rank + (size.in_channels,),
-        seed=(plan.seed, 1),
-    )
+    shape = (size.batch(mode),) + (plan.image,) * plan.rank + (size.in_channels,)
+    x = tensor(_normal(shape, (plan.seed, 1)))
     mask = frozen_mask(size, plan)
     entries = []
     for variant in variants_for(size, plan):
@@ -147,12 +122,13 @@ def paired(times, base):
 def time_assembly(plan, rng, calls=150):
     """Times the kernel assembly alone, per (in_channels, filters), at the plan's rank.
 
-    For each shape of ``plan``, four compiled functions are timed
-    interleaved: the assembled ``layer.kernel`` and a plain read of a
-    variable (forward), and the gradient of ``sum(kernel * upstream)``
-    through the assembly and through a plain variable of the full kernel's
-    shape (forward + backward). The differences of the medians are the cost
-    of the assembly, which is all the fused path adds to the dense layer.
+    For each shape of ``plan``, four compiled functions
+    (:func:`benchlib.steps.kernel_functions`) are timed interleaved: the
+    assembled ``layer.kernel`` and a copy of a plain variable of the full
+    kernel's shape (forward), and the gradient of ``sum(kernel * upstream)``
+    through the assembly and through that copy (forward + backward). The
+    differences of the medians are the cost of the assembly, which is all
+    the fused path adds to the dense layer.
     """
     out = []
     shapes = sorted({(s.in_channels, s.filters) for s in plan.sizes}, key=lambda s: (s[1], s[0]))
@@ -162,26 +138,18 @@ def time_assembly(plan, rng, calls=150):
         layer = make(size, frozen_mask(size, plan), plan)
         assert isinstance(layer, BaseChannelConv)
         layer.build((None,) + (plan.image,) * plan.rank + (c,))
-        shape = layer.kernel.shape
-        upstream = tf.random.stateless_normal(shape, seed=(plan.seed, 2))
-        dense = tf.Variable(tf.zeros(shape))
-
-        def backward(read, var):
-            with tf.GradientTape() as tape:
-                kernel = read()
-                loss = tf.reduce_sum(kernel * upstream)
-            # the kernel is returned too: the gradient alone does not need it
-            return kernel, tape.gradient(loss, var)
-
-        def compiled(fn):
-            return tf.function(fn, autograph=False)
-
+        shape = tuple(layer.kernel.shape)
+        upstream = tensor(_normal(shape, (plan.seed, 2)))
+        dense = keras.Variable(np.zeros(shape, "float32"))
+        plain_forward, plain_backward = kernel_functions(
+            lambda: ops.copy(dense), [dense], dense, upstream)
+        forward, backward = kernel_functions(
+            lambda layer=layer: layer.kernel, layer.variables, layer.trainable_kernels, upstream)
         fns = {
-            "plain forward": compiled(lambda: tf.identity(dense)),
-            "forward": compiled(lambda layer=layer: layer.kernel),
-            "plain backward": compiled(lambda: backward(lambda: dense, dense)),
-            "backward": compiled(lambda layer=layer: backward(
-                lambda: layer.kernel, layer.trainable_kernels)),
+            "plain forward": plain_forward,
+            "forward": forward,
+            "plain backward": plain_backward,
+            "backward": backward,
         }
         times = {k: [] for k in fns}
         for fn in fns.values():
@@ -201,6 +169,11 @@ def time_assembly(plan, rng, calls=150):
             "forward_backward_ms": ms["backward"] - ms["plain backward"],
         })
     return out
+
+
+def _normal(shape, seed):
+    """Standard normal float32 values of ``shape``, the same on every backend."""
+    return np.random.default_rng(seed).standard_normal(shape, dtype="float32")
 
 
 class Progress:

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import activations, constraints, initializers, ops, regularizers
 
+from channelconv import _backend
 from channelconv import _validation as check
 from channelconv.assembly import KernelAssembly
 from channelconv.mask import frozen_to_config, parse_frozen, resolve_frozen
@@ -175,8 +176,9 @@ class BaseChannelConv(keras.layers.Layer):
         nonzero = _nonzero_kernels(self.frozen_kernels)
         if self.implementation == "auto" and (nonzero.any() or self.prunable):
             return  # frozen at non-zero values or pruned in training: fused
-        initializer = initializers.serialize(self.frozen_initializer)
-        self._refuse_nonzero_frozen(nonzero, f"`frozen_initializer={initializer!r}`")
+        if nonzero.any():  # serialize only for the message: Keras may import TensorFlow
+            initializer = initializers.serialize(self.frozen_initializer)
+            self._refuse_nonzero_frozen(nonzero, f"`frozen_initializer={initializer!r}`")
         self._plan = plan = make_plan(self._frozen, self.kernel_size, self.reduction)
         if self.implementation == "sparse" or plan.prefer_sparse:
             self._sparse = SparseConvolution(plan, self.kernel_size)
@@ -391,7 +393,7 @@ def _nonzero_kernels(frozen):
     Reads the values eagerly, also while a ``tf.function`` is being traced
     (a layer first called there is built there).
     """
-    if keras.backend.backend() == "tensorflow":
+    if _backend.is_tensorflow():
         import tensorflow as tf
 
         with tf.init_scope():
