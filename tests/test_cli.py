@@ -293,6 +293,11 @@ def test_demo_save_failure_is_one_line_exit_1(capsys, tmp_path, monkeypatch):
 # --- prune-demo ----------------------------------------------------------------------
 
 
+@pytest.mark.skipif(
+    BACKEND == "jax",
+    reason="CI time: it compiles 10 models on JAX (44 s); pruning and condense on JAX "
+    "are tested in test_pruning.py and test_distribute.py",
+)
 def test_prune_demo_reduced_runs_its_checks_and_plots(capsys, tmp_path, monkeypatch):
     """The reduced study: one seed, one epoch each; the checks hold, the table
     has every case with the condensed trainable weights of c2 and c3 (16 x 32
