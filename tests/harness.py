@@ -206,6 +206,18 @@ def vjp(fn, args, upstream, mode="eager"):
     return to_numpy(y), [None if g is None else to_numpy(g) for g in grads]
 
 
+def fresh_torch_compile_cache():
+    """Empties torch.compile's caches, as in a new process.
+
+    Keras compiles the train step with ``torch.compile`` when
+    ``jit_compile=True``; its caches outlive a test, so what a later model
+    recompiles (with dynamic shapes) would depend on the tests run before.
+    """
+    import torch
+
+    torch._dynamo.reset()
+
+
 def layer_vjp(layer, x, upstream, mode="eager"):
     """Gradients of ``sum(layer(x) * upstream)`` w.r.t. ``x`` and every weight.
 

@@ -37,6 +37,7 @@ from harness import (
     numpy_conv,
     numpy_conv_gradients,
     to_numpy,
+    fresh_torch_compile_cache,
     weights_by_name,
 )
 
@@ -342,18 +343,6 @@ CASES = [
 ]
 
 
-def _fresh_torch_compile_cache():
-    """Empties torch.compile's caches, as in a new process.
-
-    Keras compiles the train step with ``torch.compile`` when
-    ``jit_compile=True``; its caches outlive a test, so what a later model
-    recompiles (with dynamic shapes) would depend on the tests run before.
-    """
-    import torch
-
-    torch._dynamo.reset()
-
-
 @pytest.mark.parametrize(
     "rank, make_optimizer, layout, layer_kwargs, compile_kwargs, policy", CASES
 )
@@ -375,7 +364,7 @@ def test_frozen_kernels_exact_after_fit(
     _assert_frozen_exact(layer, kernel, layout)
     before = weights_by_name(layer)
     if BACKEND == "torch" and compile_kwargs.get("jit_compile"):
-        _fresh_torch_compile_cache()
+        fresh_torch_compile_cache()
     model.compile(make_optimizer(), "mse", **compile_kwargs)
     for name, value in compile_kwargs.items():  # not silently turned off
         assert getattr(model, name) is value, name

@@ -24,7 +24,7 @@ from channelconv import (
     condense,
     strip,
 )
-from harness import BACKEND, LAYERS, to_numpy
+from harness import BACKEND, LAYERS, fresh_torch_compile_cache, to_numpy
 
 RANKS = (1, 2, 3)
 C, F, K = 4, 6, 3
@@ -352,9 +352,7 @@ def test_pruning_under_xla_and_mixed_precision(compile_kwargs, policy):
     if policy:
         keras.config.set_dtype_policy(policy)
     if BACKEND == "torch" and compile_kwargs.get("jit_compile"):
-        import torch
-
-        torch._dynamo.reset()  # torch.compile's caches as in a new process
+        fresh_torch_compile_cache()
     try:
         model, layer = _model()
         model.compile(keras.optimizers.Adam(0.01), "mse", **compile_kwargs)
