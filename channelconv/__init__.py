@@ -6,7 +6,7 @@ from channelconv.mask import grouped_frozen_mask, random_frozen_mask
 from channelconv.plot import plot_kernel_mask
 from channelconv.pruning import ConstantSparsity, KernelPruning, PolynomialDecay, condense
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "ChannelConv1D",

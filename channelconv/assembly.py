@@ -62,6 +62,8 @@ class KernelAssembly:
     >>> kernel = ops.convert_to_numpy(assembly(trainable, frozen))
     >>> kernel.reshape(-1).tolist()
     [1.0, 2.0, 3.0, 4.0]
+    >>> ops.convert_to_numpy(assembly(trainable)).reshape(-1).tolist()  # frozen at zero
+    [1.0, 0.0, 3.0, 4.0]
     >>> [part.reshape(-1).tolist() for part in assembly.split(kernel)]
     [[1.0, 3.0, 4.0], [2.0]]
     >>> ops.convert_to_numpy(assembly.taker([3, -1, 1])(trainable, frozen)).reshape(-1).tolist()
@@ -79,6 +81,7 @@ class KernelAssembly:
         order = np.concatenate([self.trainable_positions, self.frozen_positions])
         self._slot = np.argsort(order)  # kernel number -> storage slot
         self._full = self.taker(np.arange(flat.size))
+        self._full_zero = self.taker(np.arange(flat.size), frozen=False)
         self.index = None if self._full.identity else self._full.index
 
     def taker(self, numbers, frozen=True):
@@ -102,17 +105,20 @@ class KernelAssembly:
             return LastAxisTake(np.where(index >= n_trainable, -1, index), n_trainable)
         return LastAxisTake(index, (n_trainable, self.frozen_positions.size))
 
-    def __call__(self, trainable, frozen):
+    def __call__(self, trainable, frozen=None):
         """The full kernel from ``trainable`` and ``frozen``.
 
         Args:
             trainable: tensor ``kernel_size + (len(trainable_positions),)``.
-            frozen: tensor ``kernel_size + (len(frozen_positions),)``; cast
-                to ``trainable``'s dtype.
+            frozen: tensor ``kernel_size + (len(frozen_positions),)``, cast
+                to ``trainable``'s dtype; or ``None``: the frozen kernels are
+                zeros (nothing is read for them).
 
         Returns:
             A tensor of shape :attr:`kernel_shape` in ``trainable``'s dtype.
         """
+        if frozen is None:
+            return ops.reshape(self._full_zero(trainable), self.kernel_shape)
         return ops.reshape(self._full(trainable, frozen), self.kernel_shape)
 
     def split(self, kernel):

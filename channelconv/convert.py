@@ -84,7 +84,12 @@ def from_conv(conv, frozen=None, frozen_values="zeros", implementation="fused"):
             separate dense convolutions where that is faster (see
             ``docs/performance.md``, "Sparse"). ``"sparse"`` needs frozen
             kernels at zero, so it refuses ``frozen_values="keep"`` with a
-            non-zero frozen kernel; ``"auto"`` then becomes ``"fused"``.
+            non-zero frozen kernel; ``"auto"`` then runs fused.
+
+    The frozen kernels are zeros by construction (stored nowhere) unless
+    ``frozen_values="keep"`` keeps a non-zero one: then the layer stores them
+    (``store_frozen=True``). The layer is made by
+    :meth:`~channelconv.layers.BaseChannelConv.from_kernel`.
 
     Returns:
         A built ``ChannelConv1D``, ``ChannelConv2D`` or ``ChannelConv3D``,
@@ -106,6 +111,8 @@ def from_conv(conv, frozen=None, frozen_values="zeros", implementation="fused"):
     >>> layer = from_conv(conv, frozen=[(0, 0), (2, 5)])
     >>> type(layer).__name__, layer.reduction, tuple(layer.trainable_kernels.shape)
     ('ChannelConv2D', 'sum', (3, 3, 46))
+    >>> layer.store_frozen  # frozen at zero: stored nowhere
+    False
     >>> kernel = keras.ops.convert_to_numpy(layer.kernel)
     >>> float(np.abs(kernel[:, :, 0, 0]).max())
     0.0
@@ -142,27 +149,11 @@ def from_conv(conv, frozen=None, frozen_values="zeros", implementation="fused"):
             mask = mask | grouped_frozen_mask(in_channels, filters, groups)
         if frozen_values == "zeros":
             kernel[..., mask] = 0
-        implementation = _auto_resolved(implementation, kernel, mask)
-        layer = _CHANNEL_CONVS[rank](frozen=mask, implementation=implementation, **kwargs)
-        layer.build(_input_shape(layer, in_channels))
-        layer.assign_kernel(kernel)
+        bias = keras.ops.convert_to_numpy(conv.bias) if conv.use_bias else None
+        return _CHANNEL_CONVS[rank].from_kernel(
+            kernel, bias, frozen=mask, implementation=implementation, **kwargs)
     except (TypeError, ValueError) as error:
         raise type(error)(f"Cannot convert layer {conv.name!r}: {error}") from error
-    if layer.use_bias:
-        layer.bias.assign(keras.ops.convert_to_numpy(conv.bias))
-    return layer
-
-
-def _auto_resolved(implementation, kernel, frozen):
-    """``implementation``, but ``"auto"`` is ``"fused"`` when a frozen kernel is non-zero.
-
-    A layer resolves ``"auto"`` when it is built, from the frozen values it
-    draws then; a layer about to be given its kernel (``assign_kernel``)
-    resolves it here, from that kernel, the same way.
-    """
-    if implementation == "auto" and np.asarray(kernel)[..., frozen].any():
-        return "fused"
-    return implementation
 
 
 def from_conv2d(conv, frozen=None, frozen_values="zeros", implementation="fused"):
@@ -177,13 +168,6 @@ def from_conv2d(conv, frozen=None, frozen_values="zeros", implementation="fused"
     'concat'
     """
     return from_conv(conv, frozen, frozen_values, implementation)
-
-
-def _input_shape(layer, in_channels):
-    """A build shape for ``layer`` with ``in_channels`` channels."""
-    if layer.data_format == "channels_last":
-        return (None,) * (layer.rank + 1) + (in_channels,)
-    return (None, in_channels) + (None,) * layer.rank
 
 
 def _channel_conv_arguments(conv):
@@ -277,7 +261,7 @@ def _groups_of(layer):
     """
     if layer.reduction != "sum" or not layer.frozen_mask.any():
         return 1
-    if np.any(keras.ops.convert_to_numpy(layer.frozen_kernels) != 0):
+    if layer.store_frozen and np.any(keras.ops.convert_to_numpy(layer.frozen_kernels) != 0):
         return 1
     in_channels, filters = layer.frozen_mask.shape
     for groups in range(2, math.gcd(in_channels, filters) + 1):
@@ -380,7 +364,7 @@ def to_keras_layer(layer):
         trainable=layer.trainable,
         **specific,
     )
-    plain.build(_input_shape(layer, in_channels))
+    plain.build(layer._input_shape_for(in_channels))
     weights = [kernel]
     if layer.use_bias:
         weights.append(keras.ops.convert_to_numpy(layer.bias))
@@ -437,7 +421,7 @@ def convert_model(model, frozen_by_layer, frozen_values="zeros", implementation=
     >>> [type(layer).__name__ for layer in new.layers]
     ['ChannelConv2D', 'ReLU', 'ChannelConv2D']
     >>> int(new.get_layer("c1").frozen_mask.sum()), new.count_params()
-    (2, 2768)
+    (2, 2750)
     """
     _check_graph_model(model, "convert_model")
     if not isinstance(frozen_by_layer, Mapping):

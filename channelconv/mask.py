@@ -15,9 +15,21 @@ channels is known; :func:`resolve_frozen` finishes the check once it is and
 returns the boolean matrix.
 """
 
+import math
+import os
+
 import numpy as np
 
 from channelconv._validation import is_int, positive_int
+
+#: The most kernels (``in_channels * filters``) a layer can have: the index
+#: arrays that assemble its kernel hold kernel numbers ``c * filters + f``
+#: as int32.
+MAX_KERNELS = 2**31 - 1
+#: A lower bound of the bytes per kernel that building a layer allocates for
+#: its mask and index arrays (int64 positions, slots and gathers; measured
+#: peak about 3 times more).
+BUILD_BYTES_PER_KERNEL = 64
 
 _FORMS = (
     "None, a sequence of (input_channel, filter) pairs, or a boolean array "
@@ -321,6 +333,64 @@ def resolve_frozen(parsed, in_channels, filters):
         mask[channel, filter_] = True
     mask.flags.writeable = False
     return mask
+
+
+def check_size(in_channels, filters, kernel_size, memory=None):
+    """Refuses a layer too large to build, before anything is allocated.
+
+    A layer of ``in_channels * filters`` kernels allocates, when built, its
+    kernel (``prod(kernel_size)`` float32 values per kernel) and mask and
+    index arrays (:data:`BUILD_BYTES_PER_KERNEL` bytes per kernel at least),
+    and numbers its kernels with int32. A size from a tampered or mistyped
+    config (``filters=10**9``) would otherwise fail only after a long
+    attempt to allocate tens of GiB.
+
+    Args:
+        in_channels, filters: the layer's sizes.
+        kernel_size: tuple of ints.
+        memory: bytes available; default: this machine's physical memory
+            (where the OS reports it; otherwise only the int32 limit holds).
+
+    Raises:
+        ValueError: more than :data:`MAX_KERNELS` kernels, or more bytes
+            than ``memory``.
+
+    Example:
+
+    >>> check_size(512, 512, (3, 3))
+    >>> check_size(3, 10**9, (3, 3))
+    Traceback (most recent call last):
+        ...
+    ValueError: A layer of 3 input channels and filters=1000000000 has 3000000000 (input channel, filter) kernels; at most 2147483647 can be numbered (int32). Received: filters=1000000000.
+    >>> check_size(2, 10**9, (3, 3), memory=24 * 2**30)
+    Traceback (most recent call last):
+        ...
+    ValueError: A layer of 2 input channels and filters=1000000000 needs at least 186.3 GiB to build (its kernel and index arrays), more than the 24.0 GiB of memory. Received: filters=1000000000.
+    """
+    kernels = in_channels * filters
+    received = f"Received: filters={filters}."
+    if kernels > MAX_KERNELS:
+        raise ValueError(
+            f"A layer of {in_channels} input channels and filters={filters} has "
+            f"{kernels} (input channel, filter) kernels; at most {MAX_KERNELS} "
+            f"can be numbered (int32). {received}"
+        )
+    memory = _physical_memory() if memory is None else memory
+    needed = kernels * (BUILD_BYTES_PER_KERNEL + 4 * math.prod(kernel_size))
+    if memory and needed > memory:
+        raise ValueError(
+            f"A layer of {in_channels} input channels and filters={filters} needs "
+            f"at least {needed / 2**30:.1f} GiB to build (its kernel and index "
+            f"arrays), more than the {memory / 2**30:.1f} GiB of memory. {received}"
+        )
+
+
+def _physical_memory():
+    """This machine's physical memory in bytes, or ``None`` where unknown."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def frozen_to_config(parsed):

@@ -22,17 +22,14 @@ import keras
 import numpy as np
 
 from channelconv import _validation as check
-from channelconv.convert import (
-    _all_layers,
-    _auto_resolved,
-    _check_graph_model,
-    _input_shape,
-    _rebuild,
-)
+from channelconv.convert import _all_layers, _check_graph_model, _rebuild
 from channelconv.layers import BaseChannelConv
 
 CRITERIA = ("l1", "l2")
 GRANULARITIES = ("kernel", "input_channel", "filter", "group")
+# What a granularity prunes, for the messages.
+_UNITS = {"kernel": "kernels", "input_channel": "input channels", "filter": "filters",
+          "group": "input channels in each group"}
 
 
 class _Schedule:
@@ -192,7 +189,9 @@ class KernelPruning(keras.callbacks.Callback):
             channel convolutions, a ``groups`` that does not divide their
             filters, or a sparsity the schedule asks for that a layer
             cannot reach because too many of its kernels are frozen at
-            non-zero values.
+            non-zero values, or that rounds to every unit of a layer (for
+            example 0.999 of 24 kernels: ``round(23.98) = 24``; a layer left
+            with no kernel is refused as sparsity 1.0 is).
 
     Example:
 
@@ -272,7 +271,7 @@ class KernelPruning(keras.callbacks.Callback):
         if self._model is not None:
             _attach_state(self._model)
         kernel = keras.ops.convert_to_numpy(layer.kernel)
-        pruned = keras.ops.convert_to_numpy(layer.pruned_kernels) > 0
+        pruned = pruned_mask(layer)
         fixed = _frozen_nonzero(layer, kernel)
         dead = pruned | (layer.frozen_mask & ~fixed)
         scores = self._scores(kernel)
@@ -313,6 +312,14 @@ class KernelPruning(keras.callbacks.Callback):
             candidates = units[self.granularity]
             prunable, total = int(candidates.sum()), candidates.size
             needed = round(target * total)
+        if needed >= total:
+            raise ValueError(
+                f"Layer {layer.name!r} would have all {total} of its "
+                f"{_UNITS[self.granularity]} zero at sparsity {target} "
+                f"(round({target} * {total}) = {needed}): a layer that computes "
+                "nothing but its bias. Ask for a sparsity below "
+                f"{(total - 0.5) / total:.4g} (sparsity 1.0 is refused likewise)."
+            )
         if needed > prunable:
             raise ValueError(
                 f"Layer {layer.name!r} cannot reach sparsity {target} with "
@@ -373,6 +380,16 @@ def _pruned_layers(model, names):
     return [by_name[n] for n in names]
 
 
+def pruned_mask(layer):
+    """``(C, F)``: the pruned kernels of a prunable layer.
+
+    A kernel is pruned where ``pruned_kernels`` is not zero, the rule
+    ``layer.kernel`` applies (``KernelPruning`` writes 1.0 there, and
+    ``set_weights`` and loading refuse anything but 0 and 1).
+    """
+    return keras.ops.convert_to_numpy(layer.pruned_kernels) != 0
+
+
 def _frozen_nonzero(layer, kernel):
     """``(C, F)``: frozen kernels with a non-zero value (never pruned)."""
     axes = tuple(range(kernel.ndim - 2))
@@ -427,10 +444,12 @@ def condense(model):
     """A copy of ``model`` whose pruned kernels are frozen zeros in compact storage.
 
     Every prunable channel convolution becomes the same layer, not
-    prunable, with its pruned kernels added to its frozen set (at zero) and
-    ``implementation="auto"`` (the sparse plan where it is faster): its
-    trainable parameters, and an optimizer's state, cover the live kernels
-    only. The outputs equal the pruned model's (to float tolerance, where
+    prunable, with its pruned kernels added to its frozen set (at zero,
+    by construction: stored nowhere, unless another frozen kernel holds a
+    non-zero value, which the layer then stores) and
+    ``implementation="auto"`` (the sparse plan where it is faster and the
+    frozen kernels are zeros by construction): its parameters, and an
+    optimizer's state, cover the live kernels only. The outputs equal the pruned model's (to float tolerance, where
     ``"auto"`` runs the sparse plan). Other layers are cloned with their
     weights. The model is not modified.
 
@@ -460,17 +479,13 @@ def condense(model):
     def replace(layer):
         if not (isinstance(layer, BaseChannelConv) and layer.prunable):
             return None
-        frozen = layer.frozen_mask | (keras.ops.convert_to_numpy(layer.pruned_kernels) > 0)
-        kernel = keras.ops.convert_to_numpy(layer.kernel)
-        config = dict(layer.get_config(), prunable=False, frozen=frozen,
-                      frozen_initializer="zeros",
-                      implementation=_auto_resolved("auto", kernel, frozen))
-        new = type(layer).from_config(config)
-        new.build(_input_shape(new, layer.frozen_mask.shape[0]))
-        new.assign_kernel(kernel)
-        if layer.use_bias:
-            new.bias.assign(keras.ops.convert_to_numpy(layer.bias))
-        return new
+        frozen = layer.frozen_mask | pruned_mask(layer)
+        config = layer.get_config()
+        for name in ("filters", "kernel_size", "frozen_initializer", "store_frozen"):
+            del config[name]
+        bias = keras.ops.convert_to_numpy(layer.bias) if layer.use_bias else None
+        config.update(prunable=False, frozen=frozen, implementation="auto")
+        return type(layer).from_kernel(keras.ops.convert_to_numpy(layer.kernel), bias, **config)
 
     return _rebuild(model, replace)
 

@@ -221,19 +221,23 @@ def channel_conv2d_like_answer(k=3, **overrides):
 
     Returns:
         An unbuilt ``ChannelConv2D(16, k, frozen=ANSWER_FROZEN,
-        reduction="concat", use_bias=False, kernel_initializer="zeros")``.
+        reduction="concat", use_bias=False, kernel_initializer="zeros",
+        store_frozen=True)``: like the answer's layer it stores its frozen
+        zero kernels as non-trainable weights (by default a channel
+        convolution keeps them as structure, stored nowhere).
 
     Example:
 
     >>> layer = channel_conv2d_like_answer()
-    >>> layer.reduction, layer.use_bias
-    ('concat', False)
+    >>> layer.reduction, layer.use_bias, layer.store_frozen
+    ('concat', False, True)
     """
     args = dict(
         frozen=ANSWER_FROZEN,
         reduction="concat",
         use_bias=False,
         kernel_initializer="zeros",
+        store_frozen=True,
     )
     args.update(overrides)
     return ChannelConv2D(16, k, **args)

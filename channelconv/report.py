@@ -117,8 +117,9 @@ def parameter_counts(layer):
     ``layer.non_trainable_weights``, which ``model.summary()`` prints as
     "Trainable params" and "Non-trainable params"; the total equals
     ``layer.count_params()``. For a ``ChannelConv2D`` the trainable ones are
-    its trainable kernels and bias, the non-trainable ones its frozen
-    kernels.
+    its trainable kernels and bias, the non-trainable ones its stored frozen
+    kernels (``store_frozen=True``; kernels frozen at zero are structure,
+    not parameters).
 
     Args:
         layer: a built ``keras.layers.Layer`` (a ``keras.Model`` is one).
@@ -136,8 +137,12 @@ def parameter_counts(layer):
     >>> from channelconv import ChannelConv2D
     >>> layer = ChannelConv2D(16, 3, frozen=[(0, 0), (0, 1), (0, 2), (0, 3), (0, 4)])
     >>> layer.build((None, 8, 8, 3))
-    >>> parameter_counts(layer)  # 43 trainable kernels of 3x3 + 16 biases; 5 frozen
-    ParameterCounts(total=448, trainable=403, non_trainable=45)
+    >>> parameter_counts(layer)  # 43 trainable kernels of 3x3 + 16 biases
+    ParameterCounts(total=403, trainable=403, non_trainable=0)
+    >>> stored = ChannelConv2D(16, 3, frozen=[(0, 0), (0, 1)], store_frozen=True)
+    >>> stored.build((None, 8, 8, 3))
+    >>> parameter_counts(stored)  # 2 frozen kernels stored
+    ParameterCounts(total=448, trainable=430, non_trainable=18)
     >>> parameter_counts(layer).total == layer.count_params()
     True
     >>> parameter_counts(ChannelConv2D(16, 3, name="unbuilt"))  # doctest: +ELLIPSIS

@@ -88,7 +88,7 @@ def _section_summaries(report, answer, ours):
         "2. The answer's model, both ways: AnswerConv2D (left) and",
         "   ChannelConv2D(16, 3, frozen=[(0,0)..(0,4)], reduction=\"concat\", "
         "use_bias=False,",
-        "                 kernel_initializer=\"zeros\") (right)",
+        "                 kernel_initializer=\"zeros\", store_frozen=True) (right)",
     )
     left, right = _summary_text(answer), _summary_text(ours)
     report.say(side_by_side(left, right), "")

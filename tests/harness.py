@@ -378,7 +378,8 @@ def run_layer_test(
     5. A ``.keras`` save + ``keras.saving.load_model`` (default
        ``safe_mode=True``) gives identical outputs, weights and frozen mask.
     6. One ``fit`` step changes the trainable kernels and leaves the frozen
-       kernels bit-identical.
+       kernels bit-identical (stored ones in their variable; zeros by
+       construction in ``layer.kernel``).
 
     Args:
         layer_cls: the layer class.
@@ -443,11 +444,18 @@ def run_layer_test(
     # 6. One fit step.
     if run_fit:
         before = weights_by_name(layer)
+        frozen_before = to_numpy(layer.kernel)[..., layer.frozen_mask]
         model.compile(keras.optimizers.SGD(0.1), "mse")
         target = rng.normal(size=y.shape).astype("float32")
         model.fit(x, target, batch_size=input_shape[0], epochs=1, verbose=0)
         after = weights_by_name(layer)
-        np.testing.assert_array_equal(after["frozen_kernels"], before["frozen_kernels"])
+        assert ("frozen_kernels" in after) == layer.store_frozen
+        if layer.store_frozen:
+            np.testing.assert_array_equal(after["frozen_kernels"], before["frozen_kernels"])
+        else:
+            np.testing.assert_array_equal(frozen_before, 0.0)
+        np.testing.assert_array_equal(
+            to_numpy(layer.kernel)[..., layer.frozen_mask], frozen_before)
         if before["trainable_kernels"].size:
             assert not np.array_equal(
                 after["trainable_kernels"], before["trainable_kernels"]

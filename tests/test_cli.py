@@ -250,10 +250,8 @@ def test_demo_trains_saves_and_keeps_frozen_kernels_zero(
     out_channels = 48 if reduction == "concat" else 16
     row = re.search(rf"^\s+conv1 \({reduction}\)\s+3 -> {out_channels}\s+48\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$", out, re.M)
     assert row, out
-    assert [int(v) for v in row.groups()] == [
-        48 - n_trainable, n_trainable * 9 + out_channels, (48 - n_trainable) * 9,
-        48 * 9 + out_channels,
-    ]
+    trainable = n_trainable * 9 + out_channels  # frozen at zero: no parameters
+    assert [int(v) for v in row.groups()] == [48 - n_trainable, trainable, 0, trainable]
 
 
 def test_demo_shows_the_progress_bar(capsys, tmp_path):

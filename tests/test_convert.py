@@ -393,19 +393,22 @@ def test_grouped_layer_converted_to_sparse_runs_its_groups(exact_plans, rank, kw
 
 def test_from_conv_sparse_refuses_kept_nonzero_frozen_kernels():
     conv = make_grouped(2, dict(filters=4, kernel_size=3, groups=2))
-    with pytest.raises(ValueError, match=r"Cannot convert layer '.*': implementation='sparse' "
-                       r"runs the layer with its frozen kernels taken as zeros, but "
-                       r"`assign_kernel` gives 1 of its 9 frozen kernels non-zero values: "
-                       r"\(input channel, filter\) \(0, 0\)\."):
+    with pytest.raises(ValueError, match=r"Cannot convert layer '(.*)': Layer '\1': `kernel` "
+                       r"gives 1 of its 9 frozen kernels non-zero values: "
+                       r"\(input channel, filter\) \(0, 0\)\. implementation='sparse' skips"):
         from_conv(conv, EXTRA, frozen_values="keep", implementation="sparse")
     kept = from_conv(conv, EXTRA, frozen_values="keep", implementation="auto")
-    assert kept.implementation_in_use == "fused"  # small: auto keeps the dense path
+    assert kept.store_frozen and kept.implementation_in_use == "fused"
     # At 64 channels auto runs the groups sparse, unless a kept frozen kernel is
-    # non-zero: then the layer is fused (not refused).
+    # non-zero: then the layer stores its frozen kernels and runs fused (not refused).
     big = make_source(keras.layers.Conv2D, dict(filters=64, kernel_size=3, groups=4), 64)
-    assert from_conv(big, implementation="auto").implementation_in_use == "sparse"
+    sparse = from_conv(big, implementation="auto")
+    assert not sparse.store_frozen and sparse.implementation_in_use == "sparse"
     kept = from_conv(big, [(0, 0)], frozen_values="keep", implementation="auto")
-    assert (kept.implementation, kept.implementation_in_use) == ("fused", "fused")
+    assert kept.store_frozen and kept.implementation_in_use == "fused"
+    # Kept frozen kernels that are all zero need no storage: sparse runs.
+    zero_kept = from_conv(big, frozen_values="keep", implementation="auto")
+    assert not zero_kept.store_frozen and zero_kept.implementation_in_use == "sparse"
 
 
 STRIPPED_GROUPED = [  # (id, change to the converted layer, whether it stays grouped)
@@ -422,11 +425,15 @@ STRIPPED_GROUPED = [  # (id, change to the converted layer, whether it stays gro
 def test_to_keras_layer_of_a_converted_grouped_layer(rank, kwargs, change, stays_grouped):
     conv = make_grouped(rank, kwargs)
     layer = from_conv(conv, EXTRA if change == "freeze_one_more" else None)
-    if change == "set_one_frozen":
+    if change == "set_one_frozen":  # the twin that stores its frozen kernels, one at 0.5
         kernel = np_(layer.kernel).copy()
         channel, filter_ = np.argwhere(layer.frozen_mask)[-1]
         kernel[..., channel, filter_] = 0.5
-        layer.assign_kernel(kernel)
+        config = {k: v for k, v in layer.get_config().items()
+                  if k not in ("filters", "kernel_size", "store_frozen")}
+        bias = np_(layer.bias) if layer.use_bias else None
+        layer = type(layer).from_kernel(kernel, bias, **config)
+        assert layer.store_frozen
     plain = to_keras_layer(layer)
     assert type(plain) is CONVS[rank]
     x = inputs_for(rank, kwargs, GROUPED_CHANNELS)

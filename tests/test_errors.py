@@ -800,16 +800,17 @@ def test_assign_kernel_errors(rank):
 # --- The sparse implementation refuses non-zero frozen kernels --------------
 
 REFUSAL = (
-    r"implementation='{}' runs the layer with its frozen kernels taken as zeros, but {} "
-    r"gives {} of its {} frozen kernels non-zero values: \(input channel, filter\) {}{}\. "
-    r"Use implementation='fused' to freeze kernels at non-zero values\."
+    r"Layer '{}': {} gives {} of its {} frozen kernels non-zero values: \(input channel, "
+    r"filter\) {}{}\. This layer keeps its frozen kernels at zero by construction "
+    r"\(store_frozen=False\).*Build it with store_frozen=True"
 )
 SPARSE_FROZEN = [(0, 1), (1, 3), (2, 0), (2, 2)]
 
 
 def _sparse_layer(rank, implementation="sparse", **kwargs):
     """A built 3 -> 4 layer with SPARSE_FROZEN frozen, a plan of several blocks."""
-    layer = LAYERS[rank](4, 2, frozen=SPARSE_FROZEN, implementation=implementation, **kwargs)
+    layer = LAYERS[rank](4, 2, frozen=SPARSE_FROZEN, implementation=implementation,
+                         name="conv", **kwargs)
     layer.build((None,) + (5,) * rank + (3,))
     return layer
 
@@ -824,30 +825,33 @@ def _nonzero_frozen_kernel(layer, value=1.0):
 @pytest.mark.parametrize("implementation", ["sparse", "auto"])
 @pytest.mark.parametrize("rank", RANKS, ids=RANK_IDS)
 def test_sparse_refuses_a_nonzero_frozen_initializer(rank, implementation):
-    if implementation == "auto":  # auto runs fused instead: nothing to refuse
+    if implementation == "auto":  # stores the frozen kernels and runs fused
         layer = _sparse_layer(rank, "auto", frozen_initializer="ones")
-        assert layer.implementation_in_use == "fused"
+        assert layer.store_frozen and layer.implementation_in_use == "fused"
         return
-    pattern = REFUSAL.format(
-        "sparse", r"`frozen_initializer=\{.*'Ones'.*\}`", 4, 4,
-        re.escape("(0, 1), (1, 3), (2, 0)"), re.escape(", ..."))
-    with pytest.raises(ValueError, match=pattern):
+    with pytest.raises(ValueError, match=(
+            r"implementation='sparse' skips the frozen kernels, so they must be zeros by "
+            r"construction .* Received: implementation='sparse', store_frozen=True, "
+            r"frozen_initializer=Ones\.")):
         _sparse_layer(rank, frozen_initializer="ones")
 
 
 @pytest.mark.parametrize("source", ["assign_kernel", "set_weights", "load_weights"])
+@pytest.mark.parametrize("implementation", ["fused", "sparse"])
 @pytest.mark.parametrize("rank", RANKS, ids=RANK_IDS)
-def test_sparse_refuses_nonzero_frozen_values_and_keeps_its_weights(
-    rank, source, tmp_path, exact_plans
+def test_zero_frozen_kernels_refuse_nonzero_values_and_keep_the_weights(
+    rank, implementation, source, tmp_path, exact_plans
 ):
-    layer = _sparse_layer(rank)
-    assert layer.implementation_in_use == "sparse" and len(layer.plan.blocks) > 1
+    """Each rank's wiring; every way in and every implementation: test_integrity."""
+    layer = _sparse_layer(rank, implementation)
+    if implementation == "sparse":
+        assert layer.implementation_in_use == "sparse" and len(layer.plan.blocks) > 1
     before = [w.copy() for w in layer.get_weights()]
     kernel = _nonzero_frozen_kernel(layer)
     names = {"assign_kernel": "`assign_kernel`", "set_weights": "`set_weights`",
              "load_weights": "loading"}
-    pattern = REFUSAL.format("sparse", names[source], 1, 4, re.escape("(0, 1)"), "")
-    donor = _sparse_layer(rank, "fused")  # the same variables, fused
+    pattern = REFUSAL.format("conv", names[source], 1, 4, re.escape("(0, 1)"), "")
+    donor = _sparse_layer(rank, "fused", store_frozen=True)
     donor.assign_kernel(kernel)
     with pytest.raises(ValueError, match=pattern):
         if source == "assign_kernel":
@@ -868,37 +872,38 @@ def test_sparse_refuses_nonzero_frozen_values_and_keeps_its_weights(
 
 
 @pytest.mark.parametrize("rank", RANKS, ids=RANK_IDS)
-def test_sparse_refuses_loading_a_keras_file_with_nonzero_frozen_kernels(rank, tmp_path):
-    """A .keras file whose config says sparse but whose frozen kernels are not zero."""
+def test_loading_a_keras_file_with_nonzero_frozen_kernels_into_zeros(rank, tmp_path):
+    """A .keras file whose config says zeros but whose weights hold non-zero frozen kernels."""
     import zipfile
 
-    donor = _sparse_layer(rank, "fused")
+    donor = _sparse_layer(rank, "fused", store_frozen=True)
     donor.assign_kernel(_nonzero_frozen_kernel(donor))
-    fused_path, sparse_path = tmp_path / "fused.keras", tmp_path / "sparse.keras"
-    keras.Sequential([keras.Input((5,) * rank + (3,)), donor]).save(fused_path)
-    with zipfile.ZipFile(fused_path) as source, zipfile.ZipFile(sparse_path, "w") as target:
+    stored_path, zero_path = tmp_path / "stored.keras", tmp_path / "zero.keras"
+    keras.Sequential([keras.Input((5,) * rank + (3,)), donor]).save(stored_path)
+    with zipfile.ZipFile(stored_path) as source, zipfile.ZipFile(zero_path, "w") as target:
         for item in source.infolist():
             data = source.read(item.filename)
             if item.filename == "config.json":
-                data = data.replace(b'"implementation": "fused"', b'"implementation": "sparse"')
-                assert b'"implementation": "sparse"' in data
+                data = data.replace(b'"store_frozen": true', b'"store_frozen": false')
+                assert b'"store_frozen": false' in data
             target.writestr(item, data)
-    pattern = REFUSAL.format("sparse", "loading", 1, 4, re.escape("(0, 1)"), "")
+    pattern = REFUSAL.format("conv", "loading", 1, 4, re.escape("(0, 1)"), "")
     with pytest.raises(ValueError, match=pattern):
-        keras.saving.load_model(sparse_path)
-    assert keras.saving.load_model(fused_path).layers[0].implementation_in_use == "fused"
+        keras.saving.load_model(zero_path)
+    assert keras.saving.load_model(stored_path).layers[0].implementation_in_use == "fused"
 
 
-def test_auto_with_nonzero_frozen_values_runs_fused_and_refuses_after():
+def test_auto_runs_sparse_only_with_frozen_kernels_zero_by_construction():
     layer = _sparse_layer(2, "auto", frozen_initializer="ones")
     assert layer.implementation_in_use == "fused"
-    layer.assign_kernel(_nonzero_frozen_kernel(layer, value=2.0))  # fused: accepted
-    big = LAYERS[2](64, 3, frozen=grouped_frozen_mask(64, 64, 4), implementation="auto")
+    layer.assign_kernel(_nonzero_frozen_kernel(layer, value=2.0))  # stored: accepted
+    big = LAYERS[2](64, 3, frozen=grouped_frozen_mask(64, 64, 4), implementation="auto",
+                    name="big")
     big.build((None, 8, 8, 64))
     assert big.implementation_in_use == "sparse" and len(big.plan.blocks) == 4
     kernel = _nonzero_frozen_kernel(big)
     with pytest.raises(ValueError, match=REFUSAL.format(
-            "auto", "`assign_kernel`", 1, 3072, re.escape("(0, 16)"), "")):
+            "big", "`assign_kernel`", 1, 3072, re.escape("(0, 16)"), "")):
         kernel[..., 0, 16] = 1.0
         big.assign_kernel(kernel)
 

@@ -1,10 +1,12 @@
 """Frozen kernels stay bit-exact through training; trainable ones train.
 
 Every test runs with the layer of each rank (``ChannelConv1D/2D/3D``,
-kernel 3, 3x3 or 3x3x3) unless it says otherwise. Every frozen set holds
-some frozen kernels at zero and some at non-zero values (set with
-``assign_kernel``), so weight decay or a regularizer that reached a frozen
-kernel would move it; equality is checked with ``np.array_equal``. The
+kernel 3, 3x3 or 3x3x3) unless it says otherwise. Most frozen sets are
+stored (``store_frozen=True``) and hold some frozen kernels at zero and
+some at non-zero values (set with ``assign_kernel``), so that weight decay or
+a regularizer that reached a frozen kernel would move it; the others keep
+them at zero by construction (no variable: :data:`LAYOUTS` ``zero`` and
+``groups``). Equality is checked with ``np.array_equal``. The
 table trains each optimizer on the scattered set (5 of 12 kernels) and, with
 Adam, the frozen sets that take the other paths of the kernel assembly
 (:data:`LAYOUTS`), in 2-D; ranks 1 and 3 run a subset of the rows
@@ -93,6 +95,8 @@ LAYOUTS = {
     # Two groups of 2 channels x 3 filters, frozen at zero (the sparse
     # implementation's rule): with exact plans, two convolutions.
     "groups": Layout(4, 6, _GROUPS, ()),
+    # The scattered set at zero by construction (the default storage).
+    "zero": Layout(IN_CHANNELS, FILTERS, tuple(FROZEN), ()),
 }
 SCATTERED = LAYOUTS["scattered"]
 
@@ -135,6 +139,7 @@ def _model(seed=0, layout=SCATTERED, rank=2, **layer_kwargs):
     (a random initializer would cost JAX a compilation per kernel shape).
     """
     inputs = keras.Input(shape=layout.input_shape(rank))
+    layer_kwargs.setdefault("store_frozen", bool(layout.nonzero))
     layer = LAYERS[rank](
         layout.filters, KERNEL, frozen=list(layout.frozen),
         kernel_initializer="zeros", **layer_kwargs
@@ -157,9 +162,13 @@ def _assert_frozen_exact(layer, kernel, layout=SCATTERED):
         else:
             zeros = np.zeros(kernel.shape[:-2], "float32")
             assert np.array_equal(effective[..., channel, filter_], zeros)
+    if not layer.store_frozen:
+        assert layer.frozen_kernels is None
+        return
     stored = to_numpy(layer.frozen_kernels)
     flat = kernel.reshape(kernel.shape[:-2] + (-1,))[..., mask.reshape(-1)]
     assert np.array_equal(stored, flat)
+    assert layer.frozen_kernels.dtype == "float32"
 
 
 def _assert_trained(layer, kernel, layout=SCATTERED):
@@ -174,15 +183,17 @@ def _assert_trained(layer, kernel, layout=SCATTERED):
 def _assert_matches_numpy(layer, layout, x):
     """The kernel, output and kernel gradient of ``layer`` against NumPy.
 
-    The full kernel is rebuilt from the two variables and the mask (kernel
+    The full kernel is rebuilt from the variables and the mask (kernel
     ``(c, f)`` is number ``c * filters + f``; each variable holds its kernels
-    in increasing number order), independently of ``channelconv.ops``.
+    in increasing number order; frozen kernels not stored are zeros),
+    independently of ``channelconv.ops``.
     """
     frozen = layout.mask.reshape(-1)
     spatial = (KERNEL,) * layer.rank
-    flat = np.empty(spatial + (frozen.size,), "float32")
+    flat = np.zeros(spatial + (frozen.size,), "float32")
     flat[..., ~frozen] = to_numpy(layer.trainable_kernels)
-    flat[..., frozen] = to_numpy(layer.frozen_kernels)
+    if layer.store_frozen:
+        flat[..., frozen] = to_numpy(layer.frozen_kernels)
     full = flat.reshape(spatial + (layout.in_channels, layout.filters))
     assert np.array_equal(to_numpy(layer.kernel), full)
 
@@ -213,6 +224,7 @@ def test_layouts_take_the_assembly_paths_they_name(rank):
         "large": "gather",
         "all_frozen": "concat",
         "groups": "gather",
+        "zero": "gather",
     }
     assert LAYOUTS["frozen_last"].mask.any() and LAYOUTS["all_frozen"].mask.all()
 
@@ -285,6 +297,10 @@ ROWS = [
         layout="frozen_last",
     ),
     _case("adam-large", _adam, layout="large"),
+    # Frozen at zero by construction, fused: the assembly takes zeros.
+    _case("adam-zero", _adam, layout="zero"),
+    _case("adamw-zero", lambda: keras.optimizers.AdamW(0.01, weight_decay=0.5),
+          layout="zero"),
     _case("adam-all_frozen", _adam, layout="all_frozen"),
     # The sparse implementation (frozen kernels at zero, two blocks).
     _case("sparse-sgd-momentum", lambda: keras.optimizers.SGD(0.05, momentum=0.9),
@@ -316,6 +332,7 @@ EVERY_RANK = (
     "jit_compile",
     "adam-frozen_last-identity_index",
     "adam-all_frozen",
+    "adam-zero",
     "sparse-adam",
     "sparse-jit_compile",
 )
@@ -374,7 +391,6 @@ def test_frozen_kernels_exact_after_fit(
     _assert_trained(layer, kernel, layout)
     if layer.use_bias:  # moves in every row, so all_frozen cannot pass idle
         assert not np.array_equal(to_numpy(layer.bias), before["bias"])
-    assert layer.frozen_kernels.dtype == "float32"
     if policy is None:
         _assert_matches_numpy(layer, layout, x)
 
@@ -458,15 +474,20 @@ def _size(weights):
     return sum(int(np.prod(w.shape)) for w in weights)
 
 
+@pytest.mark.parametrize("store_frozen", [True, False], ids=["stored", "zero"])
 @pytest.mark.parametrize("reduction", ["sum", "concat"])
 @pytest.mark.parametrize("rank", RANKS)
-def test_parameter_counts(rank, reduction):
-    """As many parameters as Keras's convolution; the frozen ones are not trainable.
+def test_parameter_counts(rank, reduction, store_frozen):
+    """Keras's convolution's parameters, less the frozen ones unless stored.
 
     Keras's ``ConvND`` of the same rank, grouped per input channel for
     ``concat`` (the same parameters as a depthwise layer), counts them.
+    Stored frozen kernels are non-trainable parameters; kernels frozen at
+    zero by construction are none (as a grouped convolution's zeros).
     """
-    model, layer = _model(rank=rank, reduction=reduction)
+    layout = SCATTERED if store_frozen else LAYOUTS["zero"]
+    model, layer = _model(layout=layout, rank=rank, reduction=reduction)
+    assert layer.store_frozen is store_frozen
     zeros = dict(kernel_initializer="zeros")  # no random draw for JAX to compile
     if reduction == "sum":
         conv = CONVS[rank](FILTERS, KERNEL, **zeros)
@@ -474,8 +495,9 @@ def test_parameter_counts(rank, reduction):
         conv = CONVS[rank](IN_CHANNELS * FILTERS, KERNEL, groups=IN_CHANNELS, **zeros)
     conv.build((None,) + SCATTERED.input_shape(rank))
     n_frozen = len(FROZEN) * KERNEL**rank
-    assert layer.count_params() == model.count_params() == conv.count_params()
-    assert _size(layer.non_trainable_weights) == n_frozen
+    stored = n_frozen if store_frozen else 0
+    assert layer.count_params() == model.count_params() == conv.count_params() - n_frozen + stored
+    assert _size(layer.non_trainable_weights) == stored
     assert _size(model.trainable_weights) == conv.count_params() - n_frozen
 
 

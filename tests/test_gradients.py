@@ -19,10 +19,13 @@ not a trainable weight) and ``bias`` is compared, eagerly, in
   with unequal strides without oneDNN: Keras's ``DepthwiseConv2D`` cannot
   run it there, so NumPy alone is the reference.
 
-The sparse implementation runs with its frozen kernels at zero (its rule)
-and with exact plans (``conftest.exact_plans``: several blocks reading
-overlapping channels); it never reads the frozen kernels, so their gradient
-is ``None``.
+Both ways of holding frozen kernels are covered: ``per_channel`` rows
+store them (``store_frozen=True``), at random values, which reach the input
+gradient and get their own (the layer's ``frozen_kernels``, differentiated
+through ``stateless_call``); ``fused`` and ``sparse`` rows keep them at zero
+by construction (the default), with no variable to differentiate. The
+sparse rows run exact plans (``conftest.exact_plans``: several blocks
+reading overlapping channels).
 
 The first two tests check the NumPy reference itself, for every rank: it is
 the adjoint of ``numpy_conv`` (``<d_input, v> = sum(numpy_conv(v) * g)``
@@ -164,13 +167,18 @@ REFERENCE_GRID = [
 def _layer(
     rank, options, reduction, implementation="fused", data_format="channels_last"
 ):
-    """An unbuilt layer of ``rank`` with :data:`FROZEN` frozen and ``options``."""
+    """An unbuilt layer of ``rank`` with :data:`FROZEN` frozen and ``options``.
+
+    ``per_channel`` layers store their frozen kernels; the others keep them
+    at zero by construction.
+    """
     return LAYERS[rank](
         FILTERS,
         frozen=FROZEN,
         reduction=reduction,
         implementation=implementation,
         data_format=data_format,
+        store_frozen=implementation == "per_channel",
         **options,
     )
 
@@ -276,7 +284,7 @@ def _cached_keras_gradients(rank, option_items, reduction, data_format, zero_fro
 
 
 def _layer_gradients(layer, x, upstream, mode):
-    """``{"input", "trainable_kernels", "bias", "frozen_kernels"}`` gradients."""
+    """``{"input", "trainable_kernels", "bias"[, "frozen_kernels"]}`` gradients."""
     return layer_vjp(layer, x, upstream, mode)
 
 
@@ -337,26 +345,26 @@ def test_numpy_reference_matches_keras(rank, options, reduction):
 def test_gradients_match_references(
     request, rank, options, reduction, implementation, data_format, mode
 ):
-    # The sparse implementation takes frozen kernels as zeros (and never
-    # reads them: their gradient is None); with exact plans its 3 blocks
-    # read overlapping channels (see conftest.exact_plans).
+    # With exact plans the sparse implementation's 3 blocks read overlapping
+    # channels (see conftest.exact_plans).
     sparse = implementation == "sparse"
+    stored = implementation == "per_channel"
     if sparse:
         request.getfixturevalue("exact_plans")
     x, kernel, bias, upstream = _problem(rank, options, reduction, data_format,
-                                         zero_frozen=sparse)
+                                         zero_frozen=not stored)
     layer = _layer(rank, options, reduction, implementation, data_format)
     layer.build(x.shape)
     if sparse:
         assert len(layer.plan.blocks) == (3 if reduction == "sum" else 1)
-    layer.assign_kernel(kernel)  # frozen kernels non-zero: they reach d_input
+    layer.assign_kernel(kernel)  # stored frozen kernels non-zero: they reach d_input
     use_bias = options.get("use_bias", True)
     if use_bias:
         layer.bias.assign(bias)
     assert [w.name for w in layer.trainable_weights] == ["trainable_kernels"] + (
         ["bias"] if use_bias else []
     )
-    assert [w.name for w in layer.non_trainable_weights] == ["frozen_kernels"]
+    assert [w.name for w in layer.non_trainable_weights] == ["frozen_kernels"] * stored
 
     got = _layer_gradients(layer, x, upstream, mode)
     conv_args = _conv_args(options, data_format)
@@ -366,11 +374,7 @@ def test_gradients_match_references(
     d_trainable, d_frozen = _split(d_kernel)
     _assert_close(got["input"], d_input, "input vs NumPy")
     _assert_close(got["trainable_kernels"], d_trainable, "trainable_kernels vs NumPy")
-    if sparse and BACKEND == "jax":  # JAX's gradients are zeros, never None
-        np.testing.assert_array_equal(got["frozen_kernels"], 0.0)
-    elif sparse:
-        assert got["frozen_kernels"] is None
-    else:
+    if stored:
         _assert_close(got["frozen_kernels"], d_frozen, "frozen_kernels vs NumPy")
     if use_bias:
         _assert_close(got["bias"], d_bias, "bias vs NumPy")
@@ -378,7 +382,7 @@ def test_gradients_match_references(
     if _keras_refuses(rank, options, reduction):
         return  # NumPy alone is the reference (see the module docstring)
     k_input, k_kernel, k_bias = _keras_gradients(rank, options, reduction, data_format,
-                                                 zero_frozen=sparse)
+                                                 zero_frozen=not stored)
     _assert_close(got["input"], k_input, "input vs Keras")
     _assert_close(got["trainable_kernels"], _split(k_kernel)[0], "kernels vs Keras")
     if use_bias:

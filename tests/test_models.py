@@ -33,21 +33,24 @@ def _summary_counts(model):
 # --- Parameter counts --------------------------------------------------------
 
 
-def test_question_first_layer_counts():
-    layer = ChannelConv2D(16, 3, frozen=QUESTION_FROZEN)
+@pytest.mark.parametrize("store_frozen", [False, True], ids=["zero", "stored"])
+def test_question_first_layer_counts(store_frozen):
+    """Conv2D(16, 3)'s 448 parameters; the 45 frozen ones only when stored."""
+    layer = ChannelConv2D(16, 3, frozen=QUESTION_FROZEN, store_frozen=store_frozen)
     layer.build((None, None, None, 3))
-    assert _size(layer.trainable_weights) == 403  # 43 * 9 + 16
-    assert _size(layer.non_trainable_weights) == 45  # 5 * 9
-    assert layer.count_params() == 448
     conv = keras.layers.Conv2D(16, 3)
     conv.build((None, None, None, 3))
-    assert layer.count_params() == conv.count_params()
+    assert conv.count_params() == 448
+    assert _size(layer.trainable_weights) == 403  # 43 * 9 + 16
+    assert _size(layer.non_trainable_weights) == (45 if store_frozen else 0)  # 5 * 9
+    assert layer.count_params() == (448 if store_frozen else 403)
 
 
 def test_answer_layout_counts():
-    """The answer's layer (concat, no bias) printed 432 / 387 / 45."""
+    """The answer's layer (concat, no bias, frozen zeros stored) printed 432 / 387 / 45."""
     layer = ChannelConv2D(
-        16, 3, frozen=QUESTION_FROZEN, reduction="concat", use_bias=False
+        16, 3, frozen=QUESTION_FROZEN, reduction="concat", use_bias=False,
+        store_frozen=True,
     )
     layer.build((None, None, None, 3))
     assert layer.count_params() == 432
@@ -111,9 +114,9 @@ def test_question_model_with_channel_conv(conv2d_model, replace_all):
     counts = _summary_counts(model)
     dense = (3 * 9 * 16 + 16) + 2 * (16 * 9 * 16 + 16)  # three Conv2D(16, 3)
     assert reference == {"Total": dense, "Trainable": dense, "Non-trainable": 0}
-    assert counts["Total"] == reference["Total"]
+    assert counts["Total"] == reference["Total"] - 9 * n_frozen  # zeros: no parameters
     assert counts["Trainable"] == reference["Trainable"] - 9 * n_frozen
-    assert counts["Non-trainable"] == 9 * n_frozen
+    assert counts["Non-trainable"] == 0
     assert _size(model.trainable_weights) == counts["Trainable"]
 
 
@@ -159,14 +162,21 @@ def _sequential():
 
 
 def _functional():
+    """Its frozen kernels stored, at ones (the other kinds: zeros by construction)."""
     inputs = keras.Input(shape=(6, 6, 3))
-    x = ChannelConv2D(4, 3, frozen=[(0, 0), (1, 2)], activation="relu")(inputs)
+    x = ChannelConv2D(4, 3, frozen=[(0, 0), (1, 2)], activation="relu",
+                      frozen_initializer="ones")(inputs)
     x = keras.layers.GlobalAveragePooling2D()(x)
     return keras.Model(inputs, keras.layers.Dense(2)(x))
 
 
 def _conv_of(model):
     return next(layer for layer in model.layers if isinstance(layer, ChannelConv2D))
+
+
+def _frozen_values(conv):
+    """The frozen kernels (0, 0) and (1, 2), read from the layer's kernel."""
+    return to_numpy(conv.kernel)[:, :, [0, 1], [0, 2]]
 
 
 # Where a model's call is also traced: tf.function on TensorFlow, jax.jit on
@@ -200,14 +210,12 @@ def test_model_kinds_fit_and_trace(make_model):
         traced, _ = vjp(model, [x], np.zeros_like(eager), TRACED)
         np.testing.assert_allclose(traced, eager, rtol=1e-6, atol=1e-6)
 
-    before = weights_by_name(conv)
+    before, frozen = weights_by_name(conv), _frozen_values(conv)
     model.compile(keras.optimizers.SGD(0.1), "mse")
     model.fit(x, y, epochs=1, batch_size=2, verbose=0)
     after = weights_by_name(conv)
-    assert np.array_equal(after["frozen_kernels"], before["frozen_kernels"])
-    assert np.array_equal(
-        to_numpy(conv.kernel)[:, :, [0, 1], [0, 2]], np.zeros((3, 3, 2), "float32")
-    )
+    assert np.array_equal(_frozen_values(conv), frozen)
+    assert np.array_equal(frozen, np.full((3, 3, 2), float(conv.store_frozen), "float32"))
     assert not np.array_equal(after["trainable_kernels"], before["trainable_kernels"])
 
 
@@ -232,7 +240,7 @@ def test_custom_training_loop(mode):
         y_pred, _ = model.stateless_call(list(trainable), non_trainable, x, training=True)
         return keras.ops.mean(keras.ops.square(keras.ops.subtract(y_pred, y)))
 
-    before = weights_by_name(conv)
+    before, frozen = weights_by_name(conv), _frozen_values(conv)
     losses = []
     for _ in range(3):
         trainable = [to_numpy(v) for v in model.trainable_variables]
@@ -241,7 +249,7 @@ def test_custom_training_loop(mode):
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         losses.append(float(loss))
     after = weights_by_name(conv)
-    assert np.array_equal(after["frozen_kernels"], before["frozen_kernels"])
+    assert np.array_equal(_frozen_values(conv), frozen)
     assert not np.array_equal(after["trainable_kernels"], before["trainable_kernels"])
     assert losses[-1] < losses[0]
 
@@ -265,9 +273,9 @@ def test_custom_training_loop_under_tf_function():
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss
 
-    before = weights_by_name(conv)
+    before, frozen = weights_by_name(conv), _frozen_values(conv)
     losses = [float(train_step()) for _ in range(3)]
     after = weights_by_name(conv)
-    assert np.array_equal(after["frozen_kernels"], before["frozen_kernels"])
+    assert np.array_equal(_frozen_values(conv), frozen)
     assert not np.array_equal(after["trainable_kernels"], before["trainable_kernels"])
     assert losses[-1] < losses[0]

@@ -408,14 +408,15 @@ def test_condense_keeps_outputs_and_drops_trainable_counts(rank):
     np.testing.assert_allclose(to_numpy(plain(x)), to_numpy(small(x)), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("frozen_initializer, implementation, in_use",
-                         [("zeros", "auto", "sparse"), ("ones", "fused", "fused")],
+@pytest.mark.parametrize("frozen_initializer, store_frozen, in_use",
+                         [("zeros", False, "sparse"), ("ones", True, "fused")],
                          ids=["frozen_zero", "frozen_nonzero"])
 def test_condense_runs_sparse_unless_a_frozen_kernel_is_nonzero(
-    frozen_initializer, implementation, in_use
+    frozen_initializer, store_frozen, in_use
 ):
     """At 64 channels, group-pruned to 75%, the condensed layer runs the plan,
-    unless a frozen kernel holds a non-zero value (then it is fused, not refused)."""
+    unless a frozen kernel holds a non-zero value (then it stores its frozen
+    kernels and runs fused, not refused)."""
     layer = LAYERS[2](64, 3, frozen=[(0, 0)], frozen_initializer=frozen_initializer,
                       prunable=True, name="conv")
     model = keras.Sequential([keras.Input((8, 8, 64)), layer])
@@ -424,7 +425,8 @@ def test_condense_runs_sparse_unless_a_frozen_kernel_is_nonzero(
     pruning.on_train_begin()
     pruning.prune(layer, 0.75)
     new = condense(model).get_layer("conv")
-    assert (new.implementation, new.implementation_in_use) == (implementation, in_use)
+    assert (new.implementation, new.store_frozen, new.implementation_in_use) == (
+        "auto", store_frozen, in_use)
     np.testing.assert_array_equal(to_numpy(new.kernel), to_numpy(layer.kernel))
     x = np.random.default_rng(0).normal(size=(2, 8, 8, 64)).astype("float32")
     np.testing.assert_allclose(to_numpy(new(x)), to_numpy(layer(x)), rtol=1e-4, atol=1e-4)

@@ -47,10 +47,12 @@ def _size(variables):
 
 
 def _assert_counts(layer, reference, n_frozen):
-    """As many parameters as ``reference``; ``n_frozen`` kernels non-trainable."""
+    """``reference``'s parameters but ``n_frozen`` kernels: non-trainable where
+    stored, no parameters where zero by construction."""
     frozen = n_frozen * KERNEL_WEIGHTS
-    assert layer.count_params() == reference.count_params()
-    assert _size(layer.non_trainable_weights) == frozen
+    stored = frozen if layer.store_frozen else 0
+    assert layer.count_params() == reference.count_params() - frozen + stored
+    assert _size(layer.non_trainable_weights) == stored
     assert _size(layer.trainable_weights) == reference.count_params() - frozen
 
 
@@ -68,11 +70,13 @@ def _one_sgd_step(layer, x, rng):
 
 
 def check_readme_quick_start(ns, out):
-    """``# 448: 403 trainable + 45 frozen`` and ``# False: still exactly zero``."""
+    """``# 403: 43 kernels x 9 + 16 biases`` and ``# False: still exactly zero``;
+    "not Conv2D's 448"."""
     layer = ns["layer"]
-    assert out.split() == ["448", "False"]
-    _assert_counts(layer, _built(keras.layers.Conv2D(16, 3)), n_frozen=5)
-    assert layer.count_params() == 448
+    assert out.split() == ["403", "False"]
+    dense = _built(keras.layers.Conv2D(16, 3))
+    _assert_counts(layer, dense, n_frozen=5)
+    assert (layer.count_params(), dense.count_params()) == (403, 448)
     kernel = to_numpy(layer.kernel)
     assert np.array_equal(kernel[:, :, 0, :5], np.zeros((3, 3, 5), "float32"))
     assert np.all(kernel[:, :, 0, 5:] != 0)  # not zero everywhere
@@ -80,10 +84,11 @@ def check_readme_quick_start(ns, out):
 
 def check_semantics_sum_is_conv2d(ns, out):
     """The block asserts sum == Conv2D itself. The text adds: output shape
-    (2, 6, 6, 16) and 448 = 403 + 45 parameters; ``fused`` and
+    (2, 6, 6, 16); 403 parameters (448 = 403 + 45 stored); ``fused`` and
     ``per_channel`` differ by float rounding only, about 1e-6; the reverse,
-    ``assign_kernel(dense.kernel)``, gives the frozen kernels the values given,
-    and they keep them."""
+    ``assign_kernel(dense.kernel)``, gives a layer that stores its frozen
+    kernels the values given, and they keep them; a layer keeping them at
+    zero refuses."""
     layer, dense, x, y = ns["layer"], ns["dense"], ns["x"], ns["y"]
     assert tuple(y.shape) == (2, 6, 6, 16)
     _assert_counts(layer, dense, n_frozen=2)
@@ -98,6 +103,12 @@ def check_semantics_sum_is_conv2d(ns, out):
 
     dense_kernel = to_numpy(dense.kernel)
     dense_kernel[:, :, 0, :2] = np.random.default_rng(0).normal(size=(3, 3, 2))
+    with pytest.raises(ValueError, match="store_frozen=True"):
+        layer.assign_kernel(dense_kernel)
+    layer = ChannelConv2D(16, 3, frozen=[(0, 0), (0, 1)], store_frozen=True)
+    layer.build(x.shape)
+    _assert_counts(layer, dense, n_frozen=2)
+    assert layer.count_params() == dense.count_params()
     layer.assign_kernel(dense_kernel)
     assert np.array_equal(to_numpy(layer.kernel), dense_kernel)
     _one_sgd_step(layer, x, np.random.default_rng(1))
@@ -108,8 +119,9 @@ def check_semantics_sum_is_conv2d(ns, out):
 
 
 def check_reproduction_answer_done_right(ns, out):
-    """"it reports the same counts" (432 / 387 / 45, a bias-free
-    ``DepthwiseConv2D(3, depth_multiplier=16)``); "every one of its 43
+    """storing its frozen zeros, "it reports the same counts" (432 / 387 / 45,
+    a bias-free ``DepthwiseConv2D(3, depth_multiplier=16)``); by default
+    "387 parameters, all trainable"; "every one of its 43
     trainable kernels receives a gradient and moves, and the 5 frozen ones
     stay exactly zero"."""
     layer = _built(ns["layer"])
@@ -118,6 +130,9 @@ def check_reproduction_answer_done_right(ns, out):
     )
     _assert_counts(layer, reference, n_frozen=5)
     assert (layer.count_params(), _size(layer.trainable_weights)) == (432, 387)
+    default = _built(ChannelConv2D(16, 3, frozen=QUESTION_FROZEN, reduction="concat",
+                                   use_bias=False))
+    assert (default.count_params(), _size(default.trainable_weights)) == (387, 387)
     rng = np.random.default_rng(0)
     _one_sgd_step(layer, rng.normal(size=(4, 8, 8, 3)).astype("float32"), rng)
     kernel = to_numpy(layer.kernel)
@@ -128,13 +143,14 @@ def check_reproduction_answer_done_right(ns, out):
 
 
 def check_reproduction_question_model(ns, out):
-    """"The first layer has 448 parameters like Conv2D(16, 3) on 3 channels,
-    split 403 trainable + 45 non-trainable; its output equals Conv2D(16, 3)
-    with kernel layer.kernel"."""
+    """"The first layer has 403 parameters, all trainable: the 448 of
+    Conv2D(16, 3) on 3 channels less the 45 of the 5 kernels frozen at zero";
+    "its output equals Conv2D(16, 3) with kernel layer.kernel"."""
     first = ns["model"].layers[1]
     dense = _built(keras.layers.Conv2D(16, 3))
     _assert_counts(first, dense, n_frozen=5)
-    assert (first.count_params(), _size(first.trainable_weights)) == (448, 403)
+    assert (first.count_params(), _size(first.trainable_weights)) == (403, 403)
+    assert dense.count_params() == 448 and first.frozen_kernels is None
     dense.set_weights([to_numpy(first.kernel), to_numpy(first.bias)])
     x = np.random.default_rng(0).normal(size=(2, 9, 7, 3)).astype("float32")
     np.testing.assert_allclose(
@@ -147,12 +163,13 @@ def check_reproduction_question_model(ns, out):
 
 def check_ranks_causal_conv1d(ns, out):
     """"(2, 16, 8): as long as the input"; output step t depends on input
-    steps up to t; "the 80 parameters of Conv1D(8, 3) on 3 channels: 74
-    trainable and 6 frozen (two kernels of 3 taps, exactly zero)"."""
+    steps up to t; "Of the 80 parameters of Conv1D(8, 3) on 3 channels the
+    layer holds 74, all trainable; the two frozen kernels of 3 taps are
+    exactly zero"."""
     layer, x, y = ns["layer"], ns["x"], ns["y"]
     assert out == "(2, 16, 8)\n"
-    assert layer.count_params() == _built(keras.layers.Conv1D(8, 3)).count_params() == 80
-    assert (_size(layer.trainable_weights), _size(layer.non_trainable_weights)) == (74, 6)
+    assert _built(keras.layers.Conv1D(8, 3)).count_params() == 80
+    assert layer.count_params() == _size(layer.trainable_weights) == 74
     kernel = to_numpy(layer.kernel)
     assert not kernel[:, 0, 0].any() and not kernel[:, 1, 5].any()
     # NumPy's causal convolution (zeros padded at the start only) ...
@@ -209,18 +226,20 @@ def check_ranks_grouped_frozen_mask(ns, out):
 
 
 def check_ranks_grouped_conv2d_and_back(ns, out):
-    """"584 152 152"; "Conv2D 4 (3, 3, 2, 8)"; "1"; the channel layer holds
-    the full kernels (584 parameters, those of Conv2D(8, 3) on 8
-    channels), "152 are trainable: exactly the grouped layer's parameters",
-    "432 are the 48 kernels across groups, frozen at zero", still zero after
-    fine-tuning; strip gives the grouped layer "with the trained values"."""
-    assert out.splitlines() == ["584 152 152", "Conv2D 4 (3, 3, 2, 8)", "1"]
+    """"152 152 152"; "Conv2D 4 (3, 3, 2, 8)"; "1"; the channel layer
+    computes with the full kernels (those of Conv2D(8, 3)'s 584 parameters)
+    and holds 152 parameters, all trainable, "exactly the grouped layer's";
+    "the 48 kernels across groups (432 values) are frozen at zero by
+    construction", still zero after fine-tuning; strip gives the grouped
+    layer "with the trained values"."""
+    assert out.splitlines() == ["152 152 152", "Conv2D 4 (3, 3, 2, 8)", "1"]
     layer, grouped, plain, x = ns["layer"], ns["grouped"], ns["plain"], ns["x"]
-    assert layer.count_params() == _built(keras.layers.Conv2D(8, 3), 8).count_params()
-    assert _size(layer.trainable_weights) == grouped.count_params() == 152
+    assert _built(keras.layers.Conv2D(8, 3), 8).count_params() == 584
+    assert layer.count_params() == _size(layer.trainable_weights) == grouped.count_params()
     live = _block_diagonal(8, 8, 4)
     kernel = to_numpy(layer.kernel)
-    assert (~live).sum() * KERNEL_WEIGHTS == _size(layer.non_trainable_weights) == 432
+    assert kernel.shape == (3, 3, 8, 8) and layer.frozen_kernels is None
+    assert (~live).sum() * KERNEL_WEIGHTS == 432
     assert not kernel[..., ~live].any()
     # Keras's grouped kernel: for filter f, its group's two input channels.
     expected = np.stack(

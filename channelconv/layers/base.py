@@ -7,7 +7,8 @@ from keras import activations, constraints, initializers, ops, regularizers
 from channelconv import _backend
 from channelconv import _validation as check
 from channelconv.assembly import KernelAssembly
-from channelconv.mask import frozen_to_config, parse_frozen, resolve_frozen
+from channelconv.layers import storage
+from channelconv.mask import check_size, frozen_to_config, parse_frozen, resolve_frozen
 from channelconv.ops import REDUCTIONS, add_bias, convolve
 from channelconv.plan import make_plan
 from channelconv.sparse import SparseConvolution
@@ -53,6 +54,7 @@ class BaseChannelConv(keras.layers.Layer):
         kernel_constraint=None,
         bias_constraint=None,
         prunable=False,
+        store_frozen=None,
         **kwargs,
     ):
         if self.rank not in PADDINGS:
@@ -96,6 +98,16 @@ class BaseChannelConv(keras.layers.Layer):
         self.kernel_constraint = constraints.get(kernel_constraint)
         self.bias_constraint = constraints.get(bias_constraint)
         self.prunable = check.boolean(prunable, "prunable")
+        self.store_frozen = _store_frozen(store_frozen, self.frozen_initializer)
+        if self.store_frozen and self.implementation == "sparse":
+            raise ValueError(
+                "implementation='sparse' skips the frozen kernels, so they must be "
+                "zeros by construction (store_frozen=False, frozen_initializer="
+                "'zeros'); use implementation='fused' (or 'auto', which then "
+                "runs fused) to freeze kernels at other values. Received: "
+                f"implementation='sparse', store_frozen=True, frozen_initializer="
+                f"{_initializer_name(self.frozen_initializer)}."
+            )
         if self.prunable and self.implementation == "sparse":
             raise ValueError(
                 "implementation='sparse' runs a plan made from the frozen set "
@@ -124,39 +136,48 @@ class BaseChannelConv(keras.layers.Layer):
                 f"None (data_format={self.data_format!r}). Received "
                 f"input_shape={input_shape}."
             )
+        check_size(in_channels, self.filters, self.kernel_size)
         mask = resolve_frozen(self._frozen, in_channels, self.filters)
         self.compute_output_shape(input_shape)
 
         self._frozen = mask
+        if self.store_frozen is None:  # a config written before 0.2.0
+            self.store_frozen = self._stored_before_0_2_0(mask)
         self._assembly = KernelAssembly(mask, self.kernel_size)
         self._kernel_shape = self._assembly.kernel_shape
         trainable_pos = self._assembly.trainable_positions
         frozen_pos = self._assembly.frozen_positions
+        if _backend.is_tensorflow():  # checkpoint entries, restored before the variables
+            from channelconv import _checkpoint
+
+            _checkpoint.track(self, self.kernel_size, frozen_pos.size)
         view = _TrainableView(self._assembly)
         self.trainable_kernels = self.add_weight(
-            name="trainable_kernels",
+            name=storage.TRAINABLE,
             shape=self.kernel_size + (trainable_pos.size,),
             initializer=view.initializer(self.kernel_initializer, trainable_pos),
             regularizer=view.regularizer(self.kernel_regularizer),
             constraint=view.constraint(self.kernel_constraint),
             trainable=True,
         )
-        self.frozen_kernels = self.add_weight(
-            name="frozen_kernels",
-            shape=self.kernel_size + (frozen_pos.size,),
-            initializer=view.initializer(self.frozen_initializer, frozen_pos),
-            trainable=False,
-        )
+        self.frozen_kernels = None
+        if self.store_frozen:
+            self.frozen_kernels = self.add_weight(
+                name=storage.FROZEN,
+                shape=self.kernel_size + (frozen_pos.size,),
+                initializer=view.initializer(self.frozen_initializer, frozen_pos),
+                trainable=False,
+            )
         if self.prunable:  # 1.0 where a kernel is pruned (channelconv.pruning)
             self.pruned_kernels = self.add_weight(
-                name="pruned_kernels",
+                name=storage.PRUNED,
                 shape=mask.shape,
                 initializer="zeros",
                 trainable=False,
             )
         if self.use_bias:
             self.bias = self.add_weight(
-                name="bias",
+                name=storage.BIAS,
                 shape=(self._output_channels(in_channels),),
                 initializer=self.bias_initializer,
                 regularizer=self.bias_regularizer,
@@ -171,14 +192,32 @@ class BaseChannelConv(keras.layers.Layer):
         if self.implementation in ("sparse", "auto"):
             self._choose_sparse()
 
+    def _stored_before_0_2_0(self, mask):
+        """Whether a layer configured before 0.2.0 may hold non-zero frozen kernels.
+
+        Until 0.2.0 every layer stored its frozen kernels, and only those
+        running the sparse plan kept them at zero: ``"sparse"``, and
+        ``"auto"`` where the plan was preferred (decided then from the
+        initializer's zeros). Those keep them at zero by construction now;
+        every other layer stores them, as it did.
+        """
+        if not _is_zeros(self.frozen_initializer) or self.prunable:
+            return True
+        if self.implementation == "sparse":
+            return False
+        if self.implementation == "auto":
+            return not make_plan(mask, self.kernel_size, self.reduction).prefer_sparse
+        return True
+
     def _choose_sparse(self):
-        """Makes the sparse plan; runs it for ``"sparse"``, or where ``"auto"`` prefers."""
-        nonzero = _nonzero_kernels(self.frozen_kernels)
-        if self.implementation == "auto" and (nonzero.any() or self.prunable):
-            return  # frozen at non-zero values or pruned in training: fused
-        if nonzero.any():  # serialize only for the message: Keras may import TensorFlow
-            initializer = initializers.serialize(self.frozen_initializer)
-            self._refuse_nonzero_frozen(nonzero, f"`frozen_initializer={initializer!r}`")
+        """Makes the sparse plan; runs it for ``"sparse"``, or where ``"auto"`` prefers.
+
+        Only a layer whose frozen kernels are zeros by construction (not
+        stored, not pruned in training) may skip them, so ``"auto"`` runs
+        fused otherwise.
+        """
+        if self.store_frozen or self.prunable:
+            return
         self._plan = plan = make_plan(self._frozen, self.kernel_size, self.reduction)
         if self.implementation == "sparse" or plan.prefer_sparse:
             self._sparse = SparseConvolution(plan, self.kernel_size)
@@ -225,25 +264,119 @@ class BaseChannelConv(keras.layers.Layer):
 
     @property
     def kernel(self):
-        """The effective full kernel, ``kernel_size + (in_channels, filters)``."""
+        """The effective full kernel, ``kernel_size + (in_channels, filters)``.
+
+        What every implementation computes with: the trainable kernels, the
+        frozen ones (zeros unless ``store_frozen``), and zeros where a kernel
+        is pruned.
+        """
         if not self.built:
             raise AttributeError("The layer must be built before `kernel` exists.")
         kernel = self._assembly(self.trainable_kernels, self.frozen_kernels)
-        if self.prunable:  # pruned kernels are exactly zero
-            kernel = kernel * ops.cast(1.0 - self.pruned_kernels, kernel.dtype)
+        if self.prunable:  # exactly zero where pruned, whatever the kernel holds
+            pruned = ops.not_equal(self.pruned_kernels, 0)
+            kernel = ops.where(pruned, ops.zeros((), kernel.dtype), kernel)
         return kernel
+
+    @classmethod
+    def from_kernel(cls, kernel, bias=None, **config):
+        """A built layer holding a full ``kernel`` (and ``bias``).
+
+        The one way a layer is made from values (``from_conv``, ``condense``
+        use it). ``filters`` and ``kernel_size`` come from the kernel's
+        shape and the input channels from its second-to-last axis. Unless
+        ``store_frozen`` is given, the frozen kernels are stored exactly
+        when one of them is non-zero in ``kernel``; zeros are structure.
+
+        Args:
+            kernel: array ``kernel_size + (in_channels, filters)``.
+            bias: ``None``, or the bias (required with ``use_bias=True``,
+            the default).
+            **config: any other constructor argument (``frozen``,
+                ``reduction``, ``implementation``, ...).
+
+        Raises:
+            ValueError: ``filters`` or ``kernel_size`` given and not the
+                kernel's, a bias missing or given without ``use_bias``, or
+                what the constructor, ``build`` and :meth:`assign_kernel`
+                raise (e.g. ``implementation="sparse"`` with non-zero
+                frozen kernels).
+
+        Example:
+
+        >>> import numpy as np, channelconv
+        >>> kernel = np.ones((3, 3, 2, 4), "float32")
+        >>> layer = channelconv.ChannelConv2D.from_kernel(
+        ...     kernel, np.zeros(4, "float32"), frozen=[(0, 1)])
+        >>> layer.store_frozen, int(layer.frozen_kernels.shape[-1])  # (0, 1) holds ones
+        (True, 1)
+        >>> kernel[:, :, 0, 1] = 0
+        >>> zero = channelconv.ChannelConv2D.from_kernel(
+        ...     kernel, frozen=[(0, 1)], use_bias=False, implementation="sparse")
+        >>> zero.store_frozen, zero.frozen_kernels, zero.implementation_in_use
+        (False, None, 'sparse')
+        """
+        kernel = np.asarray(kernel)
+        if kernel.ndim != cls.rank + 2:
+            raise ValueError(
+                f"`kernel` must have shape kernel_size + (in_channels, filters), "
+                f"{cls.rank + 2} axes for {cls.__name__}. Received: shape {kernel.shape}."
+            )
+        shape_args = {"kernel_size": tuple(kernel.shape[:-2]), "filters": kernel.shape[-1]}
+        given = {
+            "kernel_size": lambda v: check.int_tuple(v, cls.rank, "kernel_size"),
+            "filters": lambda v: check.positive_int(v, "filters"),
+        }
+        for name, value in shape_args.items():
+            if name in config and given[name](config[name]) != value:
+                raise ValueError(
+                    f"`{name}` is the kernel's when a layer is made from it, "
+                    f"{value}. Received: {name}={config[name]!r}."
+                )
+        config.update(shape_args)
+        in_channels, filters = kernel.shape[-2:]
+        if config.get("store_frozen") is None and _is_zeros(
+            initializers.get(config.get("frozen_initializer", "zeros"))
+        ):
+            mask = resolve_frozen(parse_frozen(config.get("frozen"), filters), in_channels, filters)
+            config["store_frozen"] = bool(storage.nonzero_kernels(kernel[..., mask]).any())
+            if config["store_frozen"] and config.get("implementation") == "sparse":
+                raise storage.nonzero_frozen_error(
+                    config.get("name", cls.__name__), np.flatnonzero(mask), filters,
+                    storage.nonzero_kernels(kernel[..., mask]), "`kernel`",
+                    _SPARSE_NEEDS_ZEROS)
+        layer = cls(**config)
+        if layer.use_bias != (bias is not None):
+            raise ValueError(
+                f"`bias` must be given exactly when use_bias=True. Received: "
+                f"use_bias={layer.use_bias}, bias={'None' if bias is None else 'an array'}."
+            )
+        layer.build(layer._input_shape_for(in_channels))
+        layer.assign_kernel(kernel)
+        if bias is not None:
+            layer._write({storage.BIAS: np.asarray(bias)}, "`bias`", partial=True)
+        return layer
+
+    def _input_shape_for(self, in_channels):
+        """A build shape with ``in_channels`` channels and unknown sizes."""
+        if self.data_format == "channels_last":
+            return (None,) * (self.rank + 1) + (in_channels,)
+        return (None, in_channels) + (None,) * self.rank
 
     def assign_kernel(self, kernel):
         """Sets the trainable and the frozen kernels from one full kernel.
 
-        Besides ``set_weights`` and loading, this is the only way a frozen
-        kernel changes: use it to freeze kernels at chosen values.
+        Besides ``set_weights`` and loading, the way a stored frozen kernel
+        (``store_frozen=True``) changes. A layer that keeps its frozen
+        kernels at zero by construction refuses non-zero values for them.
+        Nothing is assigned unless everything is accepted.
 
         Args:
             kernel: array of shape ``kernel_size + (in_channels, filters)``.
 
         Raises:
-            ValueError: the layer is not built or the shape differs.
+            ValueError: the layer is not built, the shape differs, or a
+                frozen kernel that must stay zero is given a non-zero value.
         """
         if not self.built:
             raise ValueError("Build the layer before calling `assign_kernel`.")
@@ -254,45 +387,102 @@ class BaseChannelConv(keras.layers.Layer):
                 f"shape {kernel.shape}."
             )
         trainable, frozen = self._assembly.split(kernel)
-        if self._sparse is not None:
-            self._refuse_nonzero_frozen(_nonzero_kernels(frozen), "`assign_kernel`")
-        self.trainable_kernels.assign(trainable)
-        self.frozen_kernels.assign(frozen)
+        values = {storage.TRAINABLE: trainable, storage.FROZEN: frozen}
+        self._write(values, "`assign_kernel`", partial=True)
 
     def set_weights(self, weights):
-        self._unless_nonzero_frozen("`set_weights`", super().set_weights, weights)
+        """Sets the weights from a list of arrays, as ``get_weights`` gives them.
+
+        Also takes the list of a twin layer of the same frozen mask that
+        differs in ``store_frozen`` (frozen kernels in the list or not)
+        where the values allow it: frozen kernels missing from the list are
+        zeros; frozen kernels in the list must be zeros unless this layer
+        stores them. Every value is checked before any is assigned.
+        """
+        weights = list(weights)
+        names = [v.name for v in self.weights]
+        if self.built and len(weights) != len(names):
+            twin = storage.layout(self.use_bias, not self.store_frozen, self.prunable)
+            names = twin if len(weights) == len(twin) else names
+        if len(weights) != len(names):
+            raise ValueError(
+                f"You called `set_weights(weights)` on layer {self.name!r} with a "
+                f"weight list of length {len(weights)}, but the layer was expecting "
+                f"{len(names)} weights ({', '.join(names)})."
+            )
+        self._write(dict(zip(names, weights)), "`set_weights`")
+
+    def save_own_variables(self, store):
+        for variable in self.weights:
+            store[variable.name] = variable
+        for key, value in storage.pack_mask(self._frozen).items():
+            store[key] = value
 
     def load_own_variables(self, store):
-        self._unless_nonzero_frozen("loading", super().load_own_variables, store)
+        legacy = storage.layout(self.use_bias, True, self.prunable)
+        values, mask = storage.saved_values(store, self.name, legacy)
+        if mask is not None:
+            storage.check_same_mask(self.name, self._frozen, mask, "loading")
+        self._write(values, "loading")
 
-    def _unless_nonzero_frozen(self, source, assign, *args):
-        """``assign(*args)``, undone and refused if a frozen kernel becomes non-zero."""
-        if self._sparse is None:
-            return assign(*args)
-        before = [ops.convert_to_numpy(v) for v in self.weights]
-        assign(*args)
-        nonzero = _nonzero_kernels(self.frozen_kernels)
-        if nonzero.any():
-            for variable, value in zip(self.weights, before):
-                variable.assign(value)
-            self._refuse_nonzero_frozen(nonzero, source)
+    def _write(self, values, source, partial=False):
+        """The one place weights are written from outside: check all, then assign.
+
+        Args:
+            values: dict from weight name to array.
+            source: what gives them, for the messages.
+            partial: whether weights missing from ``values`` keep their
+                values (otherwise every weight must be given, except frozen
+                kernels, which are then zeros).
+        """
+        variables = {v.name: v for v in self.weights}
+        values = {name: np.asarray(value) for name, value in values.items()}
+        unknown = sorted(set(values) - set(variables) - {storage.FROZEN})
+        if unknown:
+            raise ValueError(
+                f"Layer {self.name!r} has no weights {unknown}, which {source} "
+                f"gives. Its weights: {list(variables)}."
+            )
+        if storage.FROZEN in values and not self.store_frozen:
+            frozen = values.pop(storage.FROZEN)
+            if frozen.shape == self.kernel_size + (self._assembly.frozen_positions.size,):
+                self._refuse_nonzero_frozen(storage.nonzero_kernels(frozen), source)
+            elif frozen.any():
+                raise ValueError(
+                    f"Layer {self.name!r} keeps its frozen kernels at zero by "
+                    f"construction, but {source} gives non-zero frozen kernels of "
+                    f"shape {frozen.shape}."
+                )
+        if not partial:
+            if storage.FROZEN in variables and storage.FROZEN not in values:
+                values[storage.FROZEN] = np.zeros(variables[storage.FROZEN].shape)
+            missing = [name for name in variables if name not in values]
+            if missing:
+                raise ValueError(
+                    f"Layer {self.name!r} needs the weights {missing}, which "
+                    f"{source} does not give."
+                )
+        for name, value in values.items():
+            if tuple(value.shape) != tuple(variables[name].shape):
+                raise ValueError(
+                    f"Layer {self.name!r}: weight {name!r} has shape "
+                    f"{tuple(variables[name].shape)}, but {source} gives shape "
+                    f"{value.shape}."
+                )
+        if storage.PRUNED in values:
+            storage.check_pruned(self.name, values[storage.PRUNED], source)
+        for name, value in values.items():
+            variables[name].assign(value)
 
     def _refuse_nonzero_frozen(self, nonzero, source):
-        """The sparse implementation's one rule: frozen kernels are zeros."""
-        if not nonzero.any():
-            return
-        numbers = self._assembly.frozen_positions[nonzero]
-        pairs = ", ".join(str(divmod(int(n), self.filters)) for n in numbers[:3])
-        raise ValueError(
-            f"implementation={self.implementation!r} runs the layer with its "
-            f"frozen kernels taken as zeros, but {source} gives "
-            f"{nonzero.sum()} of its {nonzero.size} frozen kernels non-zero "
-            f"values: (input channel, filter) {pairs}"
-            f"{', ...' if nonzero.sum() > 3 else ''}. Use implementation="
-            "'fused' to freeze kernels at non-zero values."
-        )
+        """Refuses non-zero values for frozen kernels that are zeros by construction."""
+        if np.any(nonzero):
+            raise storage.nonzero_frozen_error(
+                self.name, self._assembly.frozen_positions, self.filters, nonzero,
+                source, _ZEROS_BY_CONSTRUCTION)
 
     def call(self, inputs):
+        inputs = self._checked_inputs(inputs)
         conv_args = dict(
             strides=self.strides,
             padding=self.padding,
@@ -309,6 +499,27 @@ class BaseChannelConv(keras.layers.Layer):
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs
+
+    def _checked_inputs(self, inputs):
+        """``inputs`` in the compute dtype, after the checks ``build`` made for its shape.
+
+        ``build`` checks the shape it is given; a later call (eagerly, or
+        traced with known sizes) may bring a smaller input, which the
+        backends' kernels answer with garbage or a raw error: the same
+        ``ValueError`` is raised here. Integer and boolean inputs are cast
+        to the compute dtype (Keras's autocast casts floating inputs only).
+        """
+        self.compute_output_shape(tuple(inputs.shape))
+        dtype = keras.backend.standardize_dtype(inputs.dtype)
+        if "float" in dtype:
+            return inputs
+        if dtype == "bool" or "int" in dtype:
+            return ops.cast(inputs, self.compute_dtype)
+        raise TypeError(
+            f"{type(self).__name__} takes real-valued inputs (floating, integer or "
+            f"boolean, computed in {self.compute_dtype}). Received: inputs of dtype "
+            f"{dtype}; convert them first, e.g. keras.ops.real(x) for a complex x."
+        )
 
     def _dense_call(self, inputs, conv_args):
         kernel = ops.cast(self.kernel, self.compute_dtype)
@@ -356,6 +567,16 @@ class BaseChannelConv(keras.layers.Layer):
             return (input_shape[0], *out, channels)
         return (input_shape[0], channels, *out)
 
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config.setdefault("store_frozen", None)  # before 0.2.0: decided at build
+        if config["store_frozen"] is None:
+            layer = super().from_config({k: v for k, v in config.items() if k != "store_frozen"})
+            layer.store_frozen = None
+            return layer
+        return super().from_config(config)
+
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -382,25 +603,52 @@ class BaseChannelConv(keras.layers.Layer):
                 "kernel_constraint": constraints.serialize(self.kernel_constraint),
                 "bias_constraint": constraints.serialize(self.bias_constraint),
                 "prunable": self.prunable,
+                "store_frozen": self.store_frozen,
             }
         )
         return config
 
 
-def _nonzero_kernels(frozen):
-    """For each compact frozen kernel, whether any of its values is non-zero.
+_ZEROS_BY_CONSTRUCTION = (
+    "This layer keeps its frozen kernels at zero by construction "
+    "(store_frozen=False): nothing stores them, so nothing can change them. "
+    "Build it with store_frozen=True (it then runs fused) to freeze kernels "
+    "at other values."
+)
+_SPARSE_NEEDS_ZEROS = (
+    "implementation='sparse' skips the frozen kernels, so they must be zeros; "
+    "use implementation='fused' or 'auto' (which then runs fused) to freeze "
+    "kernels at other values."
+)
 
-    Reads the values eagerly, also while a ``tf.function`` is being traced
-    (a layer first called there is built there).
-    """
-    if _backend.is_tensorflow():
-        import tensorflow as tf
 
-        with tf.init_scope():
-            values = np.asarray(ops.convert_to_numpy(frozen))
-    else:
-        values = np.asarray(ops.convert_to_numpy(frozen))
-    return (values != 0).any(axis=tuple(range(values.ndim - 1)))
+def _is_zeros(initializer):
+    """Whether ``initializer`` draws zeros only (``Zeros``, or ``Constant(0)``)."""
+    if isinstance(initializer, initializers.Zeros):
+        return True
+    return isinstance(initializer, initializers.Constant) and np.all(
+        np.asarray(initializer.value) == 0
+    )
+
+
+def _initializer_name(initializer):
+    return type(initializer).__name__
+
+
+def _store_frozen(store_frozen, frozen_initializer):
+    """The ``store_frozen`` of a layer: given, or whether its frozen initializer is not zeros."""
+    if store_frozen is None:
+        return not _is_zeros(frozen_initializer)
+    store_frozen = check.boolean(store_frozen, "store_frozen")
+    if not store_frozen and not _is_zeros(frozen_initializer):
+        raise ValueError(
+            "store_frozen=False keeps the frozen kernels at zero by construction, "
+            "but `frozen_initializer` gives them other values. Use "
+            "frozen_initializer='zeros', or store_frozen=True (or leave it out) "
+            "to keep the initializer's values. Received: store_frozen=False, "
+            f"frozen_initializer={_initializer_name(frozen_initializer)}."
+        )
+    return store_frozen
 
 
 class _TrainableView:
@@ -435,9 +683,7 @@ class _TrainableView:
 
     def full(self, trainable):
         """The full kernel made from ``trainable``, frozen kernels at zero."""
-        n_frozen = self.assembly.frozen_positions.size
-        zeros = ops.zeros(self.kernel_shape[:-2] + (n_frozen,), dtype=trainable.dtype)
-        return self.assembly(trainable, zeros)
+        return self.assembly(trainable)
 
     def trainable_part(self, kernel):
         """The trainable kernels of a full ``kernel``."""

@@ -13,12 +13,15 @@ class ChannelConv2D(BaseChannelConv):
     filters`` kernels of size ``kernel_size``, one per (input channel, filter)
     pair. This layer freezes any subset of them, exactly zero by default or at
     the values ``frozen_initializer`` (or :meth:`assign_kernel`) gives, while
-    the others train. Trainable and frozen kernels are stored in two
-    variables, ``trainable_kernels`` of shape ``kernel_size + (n_trainable,)``
-    and ``frozen_kernels`` of shape ``kernel_size + (n_frozen,)``, so
-    parameter counts are exact, optimizers keep state only for trainable
-    kernels, and no optimizer, weight decay, regularizer or constraint can
-    move a frozen kernel.
+    the others train. The trainable kernels are one variable,
+    ``trainable_kernels`` of shape ``kernel_size + (n_trainable,)``. Kernels
+    frozen at zero are structure, stored nowhere: nothing can change them
+    and they are not parameters. Kernels frozen at other values are the
+    non-trainable variable ``frozen_kernels``, ``kernel_size +
+    (n_frozen,)`` (``store_frozen``). Optimizers keep state only for
+    trainable kernels, and no optimizer, weight decay, regularizer or
+    constraint can move a frozen kernel. Saved weights carry the frozen
+    mask and never load under another (``docs/guarantees.md``).
 
     Args:
         filters: int, the number of filters.
@@ -33,7 +36,9 @@ class ChannelConv2D(BaseChannelConv):
             :func:`channelconv.mask.frozen_to_config`); pairs given before
             the layer is built stay pairs in the config.
         frozen_initializer: initializer of the frozen kernels, drawn for the
-            full kernel shape; defaults to ``"zeros"``.
+            full kernel shape; defaults to ``"zeros"``. Any other
+            initializer makes the layer store its frozen kernels
+            (``store_frozen``).
         reduction: ``"sum"`` (default): the output has ``filters`` channels
             and equals ``keras.layers.Conv2D(filters, ...)`` with kernel
             :attr:`kernel`. ``"concat"``: the output has ``in_channels *
@@ -49,12 +54,12 @@ class ChannelConv2D(BaseChannelConv):
             read only the input channels and compute only the filters (or,
             for ``"concat"``, the kernels) that have a live kernel, at a
             fraction of the dense cost when the zeros have structure (whole
-            groups, input channels or filters; ``docs/performance.md``). A
-            frozen kernel given a non-zero value (``frozen_initializer``,
-            :meth:`assign_kernel`, ``set_weights``, loading) is refused
-            with a ``ValueError``. ``"auto"``: ``"sparse"`` where the plan
-            is expected to be faster (:attr:`plan` ``.prefer_sparse``),
-            ``"fused"`` otherwise, decided when the layer is built
+            groups, input channels or filters; ``docs/performance.md``);
+            only for frozen kernels that are zeros by construction
+            (``store_frozen=False``). ``"auto"``: ``"sparse"`` where the
+            plan is expected to be faster (:attr:`plan` ``.prefer_sparse``)
+            and the frozen kernels are zeros by construction, ``"fused"``
+            otherwise, decided when the layer is built
             (:attr:`implementation_in_use`). All give the same result to
             float tolerance.
         strides: int or tuple of 2 ints; ``strides > 1`` is incompatible with
@@ -85,6 +90,17 @@ class ChannelConv2D(BaseChannelConv):
             kernel is zero there: :class:`channelconv.KernelPruning` sets it
             during training, :func:`channelconv.condense` turns the pruned
             kernels into frozen zeros. Runs the fused (or per-channel) path.
+        store_frozen: whether the frozen kernels hold values. ``False``:
+            they are exactly zero by construction; no variable holds them,
+            so no assignment, ``set_weights``, loading or checkpoint can
+            change them (non-zero values offered are refused with a
+            ``ValueError``), and they are not parameters. ``True``: they are
+            the non-trainable variable ``frozen_kernels``, drawn by
+            ``frozen_initializer`` and set by :meth:`assign_kernel`,
+            ``set_weights`` or loading; the layer then runs ``"fused"`` or
+            ``"per_channel"`` (``"sparse"`` is refused, ``"auto"`` runs
+            fused). Default ``None``: ``True`` exactly when
+            ``frozen_initializer`` is not zeros.
         **kwargs: base layer arguments (``name``, ``dtype``, ``trainable``).
 
     The string options ``reduction``, ``implementation``, ``padding`` and
@@ -123,6 +139,8 @@ class ChannelConv2D(BaseChannelConv):
     TensorShape([1, 6, 6, 16])
     >>> int(layer.frozen_mask.sum()), tuple(layer.trainable_kernels.shape)
     (5, (3, 3, 43))
+    >>> layer.frozen_kernels is None, layer.count_params()  # zeros: stored nowhere
+    (True, 403)
     >>> bool((keras.ops.convert_to_numpy(layer.kernel)[:, :, 0, :5] == 0).all())
     True
 
