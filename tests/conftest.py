@@ -3,7 +3,10 @@
 The suite runs on every Keras backend (``KERAS_BACKEND=tensorflow``, ``jax``
 or ``torch``). Tests of TensorFlow's own features carry the marker
 ``tensorflow`` and are skipped on other backends, and the modules listed in
-:data:`TENSORFLOW_ONLY` are not collected there at all.
+:data:`TENSORFLOW_ONLY` are not collected there at all. Tests marked
+``once`` run subprocesses that do not depend on the backend of the pass
+(they choose their own backend, or check the command line): they run on
+TensorFlow only, where CI runs the whole suite.
 
 Fixture ``exact_plans``: sparse plans made while it is active follow the
 frozen structure exactly (the cost model's per-call and per-copy costs are
@@ -12,6 +15,7 @@ repeated channels and output placement, which the calibrated model would
 merge into one block at these sizes.
 """
 
+import importlib.util
 import os
 
 import keras
@@ -30,7 +34,9 @@ TENSORFLOW_ONLY = [
     "test_routing.py",
     "test_benchmarks.py",
 ]
-collect_ignore = [] if BACKEND == "tensorflow" else TENSORFLOW_ONLY
+collect_ignore = [] if BACKEND == "tensorflow" else list(TENSORFLOW_ONLY)
+if importlib.util.find_spec("jax") is None:  # a script of test_distribute's, run with JAX
+    collect_ignore.append("jax_distribution_worker.py")
 
 
 @pytest.fixture
@@ -43,9 +49,12 @@ def pytest_collection_modifyitems(config, items):
     if BACKEND == "tensorflow":
         return
     skip = pytest.mark.skip(reason=f"TensorFlow only (Keras backend: {BACKEND})")
+    once = pytest.mark.skip(reason="independent of the backend: runs in the TensorFlow pass")
     for item in items:
         if item.get_closest_marker("tensorflow"):
             item.add_marker(skip)
+        elif item.get_closest_marker("once"):
+            item.add_marker(once)
 
 
 def pytest_report_header(config):

@@ -69,7 +69,7 @@ def main(argv):
         model, x = build(rank, options)
         model.save(out / f"{name}.keras")
         np.savez(out / f"{name}.npz", x=x, y=keras.ops.convert_to_numpy(model(x)))
-    (out / "backend.txt").write_text(keras.backend.backend())
+    (out / "backend.txt").write_text(keras.backend.backend())  # last: the files are complete
 
 
 if __name__ == "__main__":

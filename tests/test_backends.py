@@ -31,6 +31,7 @@ CHECK = textwrap.dedent(
 )
 
 
+@pytest.mark.once
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_importing_channelconv_does_not_import_tensorflow(backend):
     if importlib.util.find_spec(backend) is None:

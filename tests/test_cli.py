@@ -32,6 +32,7 @@ def _usage_error(capsys, argv):
     return info.value.code, out, err
 
 
+@pytest.mark.once
 def test_installed_entry_point_help():
     exe = shutil.which("channelconv")
     assert exe, "the console script `channelconv` is not installed"
@@ -42,6 +43,7 @@ def test_installed_entry_point_help():
     assert "reproduce" in result.stdout and "demo" in result.stdout
 
 
+@pytest.mark.once
 def test_installed_entry_point_unwritable_output_is_one_line(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     result = subprocess.run(

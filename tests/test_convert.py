@@ -888,6 +888,7 @@ def _strip_cases(tmp_path):
     return cases
 
 
+@pytest.mark.subprocess
 def test_stripped_models_load_without_channelconv(tmp_path):
     """In one fresh process for all of STRIP_MODELS (a process start is slow)."""
     cases = _strip_cases(tmp_path)
@@ -904,6 +905,7 @@ def test_stripped_models_load_without_channelconv(tmp_path):
 
 
 @pytest.mark.tensorflow
+@pytest.mark.subprocess
 def test_saved_models_of_unstripped_models_need_no_channelconv(tmp_path):
     cases = _strip_cases(tmp_path)
     for directory, case in cases.items():
@@ -930,6 +932,7 @@ def test_pretrained_doc_code_blocks_are_in_the_walkthrough():
 
 
 @pytest.mark.tensorflow  # it ends with a SavedModel export and tf.saved_model.load
+@pytest.mark.subprocess
 def test_pretrained_walkthrough_runs(tmp_path):
     result = subprocess.run(
         [sys.executable, str(WALKTHROUGH), str(tmp_path)],

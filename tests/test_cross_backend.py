@@ -9,10 +9,17 @@ mask included) and the outputs equal the saving backend's within float
 tolerance: the backends run different convolution kernels (XLA's,
 oneDNN's or TensorFlow's own, PyTorch's), which sum in different orders.
 Run on each backend, the suite covers every (saver, loader) pair.
+
+With ``CHANNELCONV_SAVED_MODELS`` set to a directory (``.ci/run`` sets it
+for its passes), the models saved on a backend are kept there, in a
+folder per backend, and reused by the later passes: each pass saves its own
+backend's models there in-process, and a subprocess runs only for a backend
+no earlier pass has saved on (two in all, instead of two per pass).
 """
 
 import importlib.util
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -31,13 +38,38 @@ SAVERS = [b for b in BACKENDS if b != BACKEND]
 ATOL = 1e-5
 
 
+SHARED = os.environ.get("CHANNELCONV_SAVED_MODELS")
+
+
+def _saved_on(backend):
+    """A directory of :data:`SHARED` that holds models saved on ``backend``, or None."""
+    if not SHARED:
+        return None
+    out = pathlib.Path(SHARED) / backend
+    done = out / "backend.txt"
+    return out if done.exists() and done.read_text() == backend else None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def share_this_backends_models():
+    """Saves this backend's models for later passes (with :data:`SHARED` only)."""
+    if SHARED and _saved_on(BACKEND) is None:
+        worker.main([worker.__file__, str(pathlib.Path(SHARED) / BACKEND)])
+
+
 @pytest.fixture(scope="module", params=SAVERS)
 def saved(request, tmp_path_factory):
     """The directory of models saved on backend ``request.param``."""
     saver = request.param
     if importlib.util.find_spec(saver) is None:
         pytest.skip(f"{saver} is not installed (pip install channelconv[{saver}])")
-    out = tmp_path_factory.mktemp(f"saved_on_{saver}")
+    shared = _saved_on(saver)
+    if shared is not None:
+        return shared
+    if SHARED:
+        out = pathlib.Path(SHARED) / saver
+    else:
+        out = tmp_path_factory.mktemp(f"saved_on_{saver}")
     env = dict(os.environ, KERAS_BACKEND=saver, TF_CPP_MIN_LOG_LEVEL="2")
     result = subprocess.run(
         [sys.executable, worker.__file__, str(out)],

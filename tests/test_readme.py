@@ -339,6 +339,7 @@ def test_every_executable_doc_block_has_a_check():
     assert len(python_blocks("docs/cli.md")) == 1  # run by the test below
 
 
+@pytest.mark.once
 def test_cli_doc_block_loads_a_saved_model_in_a_fresh_process(tmp_path):
     """docs/cli.md: the saved model "loads anywhere channelconv is importable
     (importing it registers ChannelConv2D with Keras)"."""

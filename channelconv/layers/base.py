@@ -291,7 +291,7 @@ class BaseChannelConv(keras.layers.Layer):
         Args:
             kernel: array ``kernel_size + (in_channels, filters)``.
             bias: ``None``, or the bias (required with ``use_bias=True``,
-            the default).
+                the default).
             **config: any other constructor argument (``frozen``,
                 ``reduction``, ``implementation``, ...).
 
@@ -339,12 +339,12 @@ class BaseChannelConv(keras.layers.Layer):
             initializers.get(config.get("frozen_initializer", "zeros"))
         ):
             mask = resolve_frozen(parse_frozen(config.get("frozen"), filters), in_channels, filters)
-            config["store_frozen"] = bool(storage.nonzero_kernels(kernel[..., mask]).any())
-            if config["store_frozen"] and config.get("implementation") == "sparse":
+            nonzero = storage.nonzero_kernels(kernel[..., mask])
+            config["store_frozen"] = bool(nonzero.any())
+            if nonzero.any() and config.get("implementation") == "sparse":
                 raise storage.nonzero_frozen_error(
                     config.get("name", cls.__name__), np.flatnonzero(mask), filters,
-                    storage.nonzero_kernels(kernel[..., mask]), "`kernel`",
-                    _SPARSE_NEEDS_ZEROS)
+                    nonzero, "`kernel`", _SPARSE_NEEDS_ZEROS)
         layer = cls(**config)
         if layer.use_bias != (bias is not None):
             raise ValueError(
