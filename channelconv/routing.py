@@ -184,7 +184,9 @@ def _empty_batch_shaped(outputs, inputs, kernel, strides, padding, dilation_rate
     and inference with oneDNN on and off), the right empty one for none.
     TensorFlow's own kernels (oneDNN off, and the phased rewrite of unequal
     depthwise strides, which runs only on them) and the other backends
-    compute empty batches right.
+    compute empty batches right. Not fixed here: in a traced graph whose
+    spatial sizes are known, Grappler removes this reshape as an identity
+    (``docs/guarantees.md``, "What is not covered").
     """
     if not _backend.is_tensorflow() or inputs.shape[0] not in (None, 0):
         return outputs

@@ -31,7 +31,7 @@ import pytest
 
 import channelconv
 from channelconv import ChannelConv2D, random_frozen_mask
-from harness import LAYERS, SPATIAL, layer_input, numpy_conv, to_numpy
+from harness import LAYERS, SPATIAL, layer_input, numpy_conv, onednn_enabled, to_numpy
 
 RANKS = tuple(sorted(LAYERS))
 IMPLEMENTATIONS = ("fused", "per_channel", "sparse", "auto")
@@ -297,6 +297,9 @@ def _small_layer(rank, reduction, implementation, use_bias):
     return layer
 
 
+# The input rows run with oneDNN on too (CI's numerics pass): its kernels
+# are the ones that return empty batches in the input's shape.
+@pytest.mark.numerics
 @pytest.mark.parametrize("rank, reduction, implementation, use_bias", CALLS)
 def test_eager_input_smaller_than_the_kernel_is_refused(rank, reduction, implementation,
                                                         use_bias):
@@ -306,6 +309,7 @@ def test_eager_input_smaller_than_the_kernel_is_refused(rank, reduction, impleme
         layer(np.ones((2,) + (2,) * rank + (3,), "float32"))
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("rank, reduction, implementation, use_bias", CALLS)
 def test_empty_batch_gives_an_empty_output_of_the_right_shape(rank, reduction,
                                                               implementation, use_bias):
@@ -315,14 +319,26 @@ def test_empty_batch_gives_an_empty_output_of_the_right_shape(rank, reduction,
     assert tuple(layer(x).shape) == layer.compute_output_shape(x.shape)
 
 
+@pytest.mark.numerics
 @tensorflow_only
 @pytest.mark.parametrize("implementation", ["fused", "per_channel", "sparse"])
 @pytest.mark.parametrize("reduction", ["sum", "concat"])
 @pytest.mark.parametrize("spatial", ["known", "unknown"])
-def test_empty_batch_in_a_graph_with_unknown_batch(spatial, reduction, implementation):
-    """Issue 20.4 under ``tf.distribute``'s conditions: a graph whose batch is unknown."""
+def test_empty_batch_in_a_graph_with_unknown_batch(request, spatial, reduction,
+                                                   implementation):
+    """Issue 20.4 under ``tf.distribute``'s conditions: a graph whose batch is unknown.
+
+    Not with oneDNN on and the spatial sizes known (docs/guarantees.md): there,
+    TensorFlow's oneDNN convolutions return an empty batch in the input's shape
+    and Grappler removes the reshape that corrects it (shape inference calls
+    it an identity), and the kernel gradient raises; Keras's Conv2D fails the
+    same way. Strict: when TensorFlow fixes it, this row passes and fails.
+    """
     import tensorflow as tf
 
+    if onednn_enabled() and spatial == "known":
+        request.applymarker(pytest.mark.xfail(
+            strict=True, reason="TensorFlow 2.21's oneDNN kernels and Grappler"))
     layer = _small_layer(2, reduction, implementation, True)
     shape = (None, 7, 9, 3) if spatial == "known" else (None, None, None, 3)
 
@@ -340,6 +356,7 @@ def test_empty_batch_in_a_graph_with_unknown_batch(spatial, reduction, implement
     assert tuple(y.shape) == layer.compute_output_shape((2, 7, 9, 3))
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("dtype", ["bool", "uint8", "int8", "int32", "int64"])
 @pytest.mark.parametrize("implementation", ["fused", "per_channel", "sparse"])
 @pytest.mark.parametrize("reduction", ["sum", "concat"])
