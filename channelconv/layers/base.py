@@ -148,9 +148,9 @@ class BaseChannelConv(keras.layers.Layer):
         trainable_pos = self._assembly.trainable_positions
         frozen_pos = self._assembly.frozen_positions
         if _backend.is_tensorflow():  # checkpoint entries, restored before the variables
-            from channelconv import _checkpoint
+            from channelconv.layers import tf_checkpoint
 
-            _checkpoint.track(self, self.kernel_size, frozen_pos.size)
+            tf_checkpoint.track(self, self.kernel_size, frozen_pos.size)
         view = _TrainableView(self._assembly)
         self.trainable_kernels = self.add_weight(
             name=storage.TRAINABLE,
