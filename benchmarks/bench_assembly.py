@@ -44,10 +44,18 @@ from channelconv.layers import BaseChannelConv  # noqa: E402
 ROUNDS = 15
 
 
+def frozen_kernels(layer):
+    """The layer's frozen kernels: its variable, or zeros where it keeps them at
+    zero by construction (no variable; its assembly then takes zeros)."""
+    if layer.frozen_kernels is not None:
+        return layer.frozen_kernels
+    return tf.zeros(layer.kernel_size + (layer._assembly.frozen_positions.size,))
+
+
 def tensorflow_gather(layer):
     """The assembly before XLA: TensorFlow's own gather (rows for large kernels)."""
     assembly = layer._assembly
-    stacked = tf.concat([layer.trainable_kernels, layer.frozen_kernels], axis=-1)
+    stacked = tf.concat([layer.trainable_kernels, frozen_kernels(layer)], axis=-1)
     if assembly.index is None:
         return tf.reshape(stacked, assembly.kernel_shape)
     if np.prod(assembly.kernel_shape) < 32768:
@@ -63,7 +71,7 @@ def rows_for(model):
     # What a cache of the assembled kernel would have to check on every call
     # to never serve a stale kernel, since writes can bypass every hook: that
     # the compact kernels still equal the copy it was made from.
-    copies = [(tf.Variable(layer.trainable_kernels), tf.Variable(layer.frozen_kernels))
+    copies = [(tf.Variable(layer.trainable_kernels), tf.Variable(frozen_kernels(layer)))
               for layer in layers]
     upstreams = [tf.random.stateless_normal(layer._kernel_shape, seed=(0, i))
                  for i, layer in enumerate(layers)]
@@ -80,7 +88,7 @@ def rows_for(model):
                                                 gradients()),
         "cache freshness check": lambda: tf.reduce_all([
             tf.reduce_all(tf.equal(layer.trainable_kernels, t))
-            & tf.reduce_all(tf.equal(layer.frozen_kernels, f))
+            & tf.reduce_all(tf.equal(frozen_kernels(layer), f))
             for layer, (t, f) in zip(layers, copies)]),
         "read the full kernels": lambda: [tf.identity(f) for f in fulls],
         "copy the full kernels": lambda: [f + 1.0 for f in fulls],

@@ -271,7 +271,7 @@ class KernelPruning(keras.callbacks.Callback):
         if self._model is not None:
             _attach_state(self._model)
         kernel = keras.ops.convert_to_numpy(layer.kernel)
-        pruned = pruned_mask(layer)
+        pruned = _pruned_mask(layer)
         fixed = _frozen_nonzero(layer, kernel)
         dead = pruned | (layer.frozen_mask & ~fixed)
         scores = self._scores(kernel)
@@ -380,7 +380,7 @@ def _pruned_layers(model, names):
     return [by_name[n] for n in names]
 
 
-def pruned_mask(layer):
+def _pruned_mask(layer):
     """``(C, F)``: the pruned kernels of a prunable layer.
 
     A kernel is pruned where ``pruned_kernels`` is not zero, the rule
@@ -479,7 +479,7 @@ def condense(model):
     def replace(layer):
         if not (isinstance(layer, BaseChannelConv) and layer.prunable):
             return None
-        frozen = layer.frozen_mask | pruned_mask(layer)
+        frozen = layer.frozen_mask | _pruned_mask(layer)
         config = layer.get_config()
         for name in ("filters", "kernel_size", "frozen_initializer", "store_frozen"):
             del config[name]

@@ -179,9 +179,9 @@ def _empty_batch_shaped(outputs, inputs, kernel, strides, padding, dilation_rate
     share of the last, short batch). Where the batch may be empty (its size
     is 0 or unknown), the output is reshaped to the convolution's output
     shape, computed from the input's and the kernel's, with the batch left
-    to the reshape: the same tensor for any other
-    batch (no copy; measured within noise of none, 0.97 to 1.03, in training
-    and inference with oneDNN on and off), the right empty one for none.
+    to the reshape: the same tensor for any other batch (no copy; measured
+    within noise of none, 0.97 to 1.03, in training and inference with
+    oneDNN on and off), the right empty one for none.
     TensorFlow's own kernels (oneDNN off, and the phased rewrite of unequal
     depthwise strides, which runs only on them) and the other backends
     compute empty batches right. Not fixed here: in a traced graph whose
