@@ -569,13 +569,10 @@ class BaseChannelConv(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        config.setdefault("store_frozen", None)  # before 0.2.0: decided at build
-        if config["store_frozen"] is None:
-            layer = super().from_config({k: v for k, v in config.items() if k != "store_frozen"})
+        layer = super().from_config(config)
+        if config.get("store_frozen") is None:  # written before 0.2.0: decided at build
             layer.store_frozen = None
-            return layer
-        return super().from_config(config)
+        return layer
 
     def get_config(self):
         config = super().get_config()
