@@ -15,8 +15,8 @@ from collections.abc import Mapping
 
 import keras
 import numpy as np
-from keras.src.models.functional import Functional  # no public name exists
 
+from channelconv import _graph
 from channelconv import _validation as check
 from channelconv.layers import BaseChannelConv, ChannelConv1D, ChannelConv2D, ChannelConv3D
 from channelconv.mask import grouped_frozen_mask, parse_frozen, resolve_frozen
@@ -423,7 +423,7 @@ def convert_model(model, frozen_by_layer, frozen_values="zeros", implementation=
     >>> int(new.get_layer("c1").frozen_mask.sum()), new.count_params()
     (2, 2750)
     """
-    _check_graph_model(model, "convert_model")
+    _graph.check_graph_model(model, "convert_model")
     if not isinstance(frozen_by_layer, Mapping):
         raise TypeError(
             "`frozen_by_layer` must be a dict from layer name to frozen set. "
@@ -431,7 +431,7 @@ def convert_model(model, frozen_by_layer, frozen_values="zeros", implementation=
             f"{type(frozen_by_layer).__name__}."
         )
     frozen_values = check.choice(frozen_values, FROZEN_VALUES, "frozen_values")
-    names = {layer.name for layer in _all_layers(model)}
+    names = {layer.name for layer in _graph.all_layers(model)}
     unknown = sorted(set(frozen_by_layer) - names, key=str)
     if unknown:
         raise ValueError(
@@ -444,7 +444,7 @@ def convert_model(model, frozen_by_layer, frozen_values="zeros", implementation=
             return None
         return from_conv(layer, frozen_by_layer[layer.name], frozen_values, implementation)
 
-    return _rebuild(model, replace)
+    return _graph.rebuild(model, replace)
 
 
 def strip(model):
@@ -497,71 +497,11 @@ def strip(model):
     >>> bool(np.array_equal(model(x), plain(x)))
     True
     """
-    _check_graph_model(model, "strip")
+    _graph.check_graph_model(model, "strip")
 
     def replace(layer):
         if isinstance(layer, BaseChannelConv):
             return to_keras_layer(layer)
         return None
 
-    return _rebuild(model, replace)
-
-
-def _check_graph_model(model, function):
-    if not _is_graph_model(model):
-        raise TypeError(
-            f"`{function}` rebuilds Sequential and functional Keras models "
-            "only; a subclassed model's wiring is code, so replace its layers "
-            "in that code (with `from_conv` or `to_keras_layer`). Received: "
-            f"model {getattr(model, 'name', model)!r} of type "
-            f"{type(model).__name__}."
-        )
-
-
-def _is_graph_model(layer):
-    return isinstance(layer, (keras.Sequential, Functional))
-
-
-def _all_layers(model):
-    """The layers of ``model``, those of nested graph models included."""
-    for layer in model.layers:
-        yield layer
-        if _is_graph_model(layer):
-            yield from _all_layers(layer)
-
-
-def _rebuild(model, replace):
-    """Clones ``model``, with ``replace(layer)`` where it is not ``None``.
-
-    Layers that ``replace`` leaves alone are cloned from their config and get
-    a copy of the original's weights afterwards (``clone_model`` itself does
-    not copy weights).
-    """
-    replaced = set()  # ids of the new layers made by `replace`
-
-    def clone(layer):
-        new = replace(layer)
-        if new is None:
-            return layer.__class__.from_config(layer.get_config())
-        replaced.add(id(new))
-        return new
-
-    new_model = keras.models.clone_model(model, clone_function=clone, recursive=True)
-    _copy_weights(model, new_model, replaced)
-    if model.compiled and not new_model.compiled:  # Keras < 3.9's clone_model
-        new_model.compile_from_config(model.get_compile_config())
-    return new_model
-
-
-def _copy_weights(source, target, replaced):
-    """Copies weights layer by layer (by name) except into replaced layers."""
-    for layer in source.layers:
-        if not layer.weights:  # e.g. an InputLayer, which the clone renames
-            continue
-        new = target.get_layer(layer.name)
-        if id(new) in replaced:
-            continue
-        if _is_graph_model(layer):
-            _copy_weights(layer, new, replaced)
-        else:
-            new.set_weights(layer.get_weights())
+    return _graph.rebuild(model, replace)

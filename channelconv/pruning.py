@@ -21,8 +21,8 @@ import numbers
 import keras
 import numpy as np
 
+from channelconv import _graph
 from channelconv import _validation as check
-from channelconv.convert import _all_layers, _check_graph_model, _rebuild
 from channelconv.layers import BaseChannelConv
 
 CRITERIA = ("l1", "l2")
@@ -349,7 +349,7 @@ def _attach_state(model):
 
 def _pruned_layers(model, names):
     """The prunable channel convolutions of ``model`` that ``names`` selects."""
-    everything = list(_all_layers(model))
+    everything = list(_graph.all_layers(model))
     by_name = {layer.name: layer for layer in everything}
     if names is None:
         layers = [la for la in everything if isinstance(la, BaseChannelConv) and la.prunable]
@@ -474,7 +474,7 @@ def condense(model):
     >>> bool(np.allclose(*outputs, atol=1e-6))
     True
     """
-    _check_graph_model(model, "condense")
+    _graph.check_graph_model(model, "condense")
 
     def replace(layer):
         if not (isinstance(layer, BaseChannelConv) and layer.prunable):
@@ -487,7 +487,7 @@ def condense(model):
         config.update(prunable=False, frozen=frozen, implementation="auto")
         return type(layer).from_kernel(keras.ops.convert_to_numpy(layer.kernel), bias, **config)
 
-    return _rebuild(model, replace)
+    return _graph.rebuild(model, replace)
 
 
 def _sparsity(value, name):

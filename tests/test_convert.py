@@ -739,6 +739,26 @@ def test_strip_refuses_subclassed_models():
         strip(model)
 
 
+def test_keras_still_has_the_functional_class():
+    """Fails loudly if Keras moves the private class of functional models.
+
+    channelconv._graph imports it from ``keras.src`` (no public name exists)
+    and falls back to the class's name; this test says when the fallback is
+    in use, so that a Keras release that moves it is seen here first.
+    """
+    from channelconv import _graph
+
+    assert _graph.Functional is not None, (
+        "keras.src.models.functional.Functional is gone: update the import in "
+        "channelconv/_graph.py"
+    )
+    inputs = keras.Input((4,))
+    functional = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    assert isinstance(functional, _graph.Functional)
+    assert _graph.is_graph_model(functional) and _graph.is_graph_model(keras.Sequential())
+    assert not _graph.is_graph_model(_Subclassed())
+
+
 def test_convert_then_strip_round_trips_the_weights():
     model = branchy_model()
     spec = {"shared": [(1, 2)], "inner_dw": [(0, 1)], "head": None}
