@@ -3,7 +3,7 @@
 :func:`from_conv` turns a built Keras convolution (``Conv1D``, ``Conv2D``,
 ``Conv3D``, grouped or not, ``DepthwiseConv1D``, ``DepthwiseConv2D``) into
 the equivalent channel convolution of its rank, with some kernels frozen
-(:func:`from_conv2d` is its first name); :func:`convert_model` does it for
+(:func:`from_conv2d`, its first name, is deprecated); :func:`convert_model` does it for
 chosen layers of a whole Sequential or functional model. :func:`strip` goes
 the other way, for deployment: every channel convolution becomes the plain
 Keras layer it equals (:func:`to_keras_layer`), so the saved model loads
@@ -11,6 +11,7 @@ without channelconv.
 """
 
 import math
+import warnings
 from collections.abc import Mapping
 
 import keras
@@ -157,16 +158,29 @@ def from_conv(conv, frozen=None, frozen_values="zeros", implementation="fused"):
 
 
 def from_conv2d(conv, frozen=None, frozen_values="zeros", implementation="fused"):
-    """:func:`from_conv` under its first name (kept: it converts 2-D layers too).
+    """:func:`from_conv` under its first name; deprecated, removed in 1.0.0.
+
+    Warns with a ``DeprecationWarning`` since 0.3.0 (``docs/api.md``,
+    "Deprecations"); :func:`from_conv` takes the same arguments and every
+    rank.
 
     Example:
 
-    >>> import keras
+    >>> import warnings, keras
     >>> conv = keras.layers.DepthwiseConv2D(3, depth_multiplier=2)
     >>> conv.build((None, 8, 8, 3))
-    >>> from_conv2d(conv, frozen=[(0, 1)]).reduction
-    'concat'
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     reduction = from_conv2d(conv, frozen=[(0, 1)]).reduction
+    >>> reduction, caught[0].category.__name__
+    ('concat', 'DeprecationWarning')
     """
+    warnings.warn(
+        "`from_conv2d` is deprecated since channelconv 0.3.0 and will be removed "
+        "in 1.0.0: call `from_conv`, which takes the same arguments.",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     return from_conv(conv, frozen, frozen_values, implementation)
 
 

@@ -99,13 +99,31 @@ def parse_frozen(frozen, filters):
     if isinstance(frozen, np.ndarray):
         return _parse_array(frozen, filters)
     rows = list(frozen)
-    if _rectangular_dtype(rows) == bool:
+    if is_boolean_rows(rows):
         return _parse_mask(np.array(rows, dtype=bool), filters)
     if any(_is_bool(v) for row in rows if _is_row(row) for v in row):
         raise _bad_nested_mask(rows, filters)
     if filters != 2 and rows and all(_is_row(r) and len(r) == filters for r in rows):
         raise _not_boolean(rows, filters)
     return _parse_pairs(rows, filters)
+
+
+def is_boolean_rows(frozen):
+    """Whether ``frozen`` is a mask as nested lists of booleans (0.1.0's config form).
+
+    Such a frozen set is still accepted everywhere; in a layer's config it
+    is deprecated (``docs/api.md``, "Deprecations").
+
+    Example:
+
+    >>> is_boolean_rows([[True, False], [False, False]]), is_boolean_rows([[0, 1]])
+    (True, False)
+    """
+    return (
+        isinstance(frozen, (list, tuple))
+        and len(frozen) > 0
+        and _rectangular_dtype(list(frozen)) == bool
+    )
 
 
 def _rectangular_dtype(rows):

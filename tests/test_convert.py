@@ -280,9 +280,11 @@ def test_from_conv_copies_the_configuration(rank, cls, kwargs):
         assert ours["kernel_" + suffix] == theirs, suffix
 
 
-def test_from_conv2d_is_from_conv():
+def test_from_conv2d_is_from_conv_and_deprecated():
     conv = make_source(keras.layers.Conv1D, dict(filters=4, kernel_size=3))
-    old, new = from_conv2d(conv, FROZEN), from_conv(conv, FROZEN)
+    with pytest.warns(DeprecationWarning, match="removed in 1.0.0: call `from_conv`"):
+        old = from_conv2d(conv, FROZEN)
+    new = from_conv(conv, FROZEN)
     assert type(old) is type(new) and old.get_config() == new.get_config()
     assert np.array_equal(np_(old.kernel), np_(new.kernel))
 

@@ -249,7 +249,10 @@ def _full_kernel(layer, mask):
 
 def test_model_saved_by_0_1_0_loads():
     data = pathlib.Path(__file__).resolve().parent / "data"
-    model = keras.saving.load_model(data / "v010_model.keras", safe_mode=True)
+    with pytest.warns(DeprecationWarning, match="saved by channelconv 0.1.0") as caught:
+        model = keras.saving.load_model(data / "v010_model.keras", safe_mode=True)
+    warned = {str(w.message).split("'")[1] for w in caught if w.category is DeprecationWarning}
+    assert warned == set(V010_MASKS)  # one warning per layer, naming it
     kernels, biases = {}, {}
     for name, mask in V010_MASKS.items():
         layer = model.get_layer(name)

@@ -1,5 +1,7 @@
 """The rank-generic base of the channel convolutions."""
 
+import warnings
+
 import keras
 import numpy as np
 from keras import activations, constraints, initializers, ops, regularizers
@@ -8,7 +10,9 @@ from channelconv import _backend
 from channelconv import _validation as check
 from channelconv.assembly import KernelAssembly
 from channelconv.layers import storage
-from channelconv.mask import check_size, frozen_to_config, parse_frozen, resolve_frozen
+from channelconv.mask import (
+    check_size, frozen_to_config, is_boolean_rows, parse_frozen, resolve_frozen,
+)
 from channelconv.ops import REDUCTIONS, add_bias, convolve
 from channelconv.plan import make_plan
 from channelconv.sparse import SparseConvolution
@@ -569,6 +573,15 @@ class BaseChannelConv(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config):
+        if is_boolean_rows(config.get("frozen")):  # the form 0.1.0 wrote
+            warnings.warn(
+                f"Layer {config.get('name')!r} was saved by channelconv 0.1.0, with "
+                "its frozen set as nested lists of booleans: that form is read "
+                "until 1.0.0 (docs/api.md, \"Deprecations\"). Save the model again "
+                "to write the compact form.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
         layer = super().from_config(config)
         if config.get("store_frozen") is None:  # written before 0.2.0: decided at build
             layer.store_frozen = None
