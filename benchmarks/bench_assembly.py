@@ -28,7 +28,6 @@ It prints a Markdown table (``--out`` writes it to a file as well).
 import argparse
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -38,6 +37,7 @@ import tensorflow as tf  # noqa: E402
 
 from benchlib.environment import environment, onednn_text  # noqa: E402
 from benchlib.report import table  # noqa: E402
+from benchlib.timing import interleaved, medians  # noqa: E402
 import bench_networks  # noqa: E402
 from channelconv.layers import BaseChannelConv  # noqa: E402
 
@@ -97,18 +97,6 @@ def rows_for(model):
     return {name: tf.function(fn) for name, fn in fns.items()}, elements, len(layers)
 
 
-def measure(fns):
-    for fn in fns.values():
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(ROUNDS):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            tf.nest.map_structure(lambda t: t.shape, fn())
-            times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(t)) for name, t in times.items()}
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", help="also write the table to this file")
@@ -124,7 +112,7 @@ def main(argv=None):
     for name, size, _ in bench_networks.FULL["cases"][::2]:  # each network at 10%
         models = bench_networks.variants(name, size, 0.1)
         fns, elements, n_layers = rows_for(models["converted"])
-        for what, seconds in measure(fns).items():
+        for what, seconds in medians(interleaved(fns, ROUNDS, warmup=1)).items():
             rows.append([f"{name} ({n_layers} layers, {elements / 1e6:.1f}M elements)", what,
                          f"{seconds * 1e3:.1f}", f"{seconds * 1e9 / elements:.2f}"])
     lines += table(["network", "what", "ms", "ns / element"], rows, "llrr")

@@ -13,6 +13,7 @@ Run from the repository root, with the ``bench`` extra installed
     KERAS_BACKEND=jax python benchmarks/bench_conv.py          # on JAX (bench_conv_jax.*)
     KERAS_BACKEND=torch python benchmarks/bench_conv.py        # on PyTorch (bench_conv_torch.*)
     KERAS_BACKEND=jax python benchmarks/bench_conv.py --smoke  # seconds: checks the install
+    python benchmarks/bench_conv.py --smoke --jit off          # TensorFlow without XLA only
 
 It writes ``bench_conv.json``, ``bench_conv.md`` and ``bench_conv.png``
 (``bench_conv_quick.*`` with ``--quick``, ``bench_conv_smoke.*`` with
@@ -33,7 +34,7 @@ TensorFlow's oneDNN CPU kernels change the dense baselines' times. Whether
 they run is decided when TensorFlow starts, by ``TF_ENABLE_ONEDNN_OPTS`` or,
 unset, by the CPU (on Linux: on for CPUs with AVX512_VNNI, AVX512_BF16,
 AVX_VNNI or AMX, off on others). Each run records the setting TensorFlow
-actually used (see :func:`onednn_setting`) in the JSON environment and the
+actually used (see :func:`benchlib.environment.onednn_setting`) in the JSON environment and the
 Markdown header; compare runs only with the same one.
 
 What is timed in 2-D, for each size (input channels 3, 16, 64, 256; filters
@@ -67,9 +68,9 @@ is compiled (exactly forward + backward + update) and with which
 
 How it is timed: the variants of one size, one step kind and one
 ``jit`` setting are built, traced and warmed up, then timed in
-rounds; each round runs every variant once, in a shuffled order, so that
-drift of a shared machine hits all alike (see :class:`Plan` for how many
-rounds). A variant's time is its median over rounds; its ratio to the
+rounds (:func:`benchlib.timing.interleaved`); each round runs every
+variant once, in a shuffled order, so that drift of a shared machine hits
+all alike (see :class:`benchlib.cases.Plan` for how many rounds). A variant's time is its median over rounds; its ratio to the
 baseline is the median of the per-round ratios (each round pairs the variant
 with the baseline timed moments apart). The batch size of each size and step
 kind is chosen so that a baseline step takes tens of milliseconds on a
@@ -87,31 +88,14 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchlib.cases import (  # noqa: E402,F401 - the harness's names, as used by tests
-    FULL,
-    PLANS,
-    QUICK,
-    AnswerConv2D,
-    KernelMask,
-    Plan,
-    Size,
-    cells_plan,
-    group_label,
-    quick_plan,
-    smoke_plan,
-    variants_for,
-)
-from benchlib.environment import (  # noqa: E402,F401
-    backend_suffix,
-    environment,
-    load_average,
-    onednn_setting,
-    onednn_text,
-    versions_text,
-)
-from benchlib.report import per_channel_scaling, summarize, target_checks, write_reports  # noqa: E402,F401
+from benchlib.cases import (  # noqa: E402
+    FULL, PLANS, AnswerConv2D, cells_plan, group_label, quick_plan, smoke_plan, variants_for)
+from benchlib.environment import (  # noqa: E402
+    backend_suffix, environment, load_average, onednn_text, versions_text)
+from benchlib.groups import build_entries, measure, time_assembly  # noqa: E402
+from benchlib.progress import Progress  # noqa: E402
+from benchlib.report import summarize, write_reports  # noqa: E402
 from benchlib.steps import jit_settings, quiet  # noqa: E402
-from benchlib.timing import Progress, build_entries, measure, time_assembly  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -164,7 +148,7 @@ def main(argv=None):
     parser.add_argument("--cells", nargs="+", metavar="REDUCTION:IN:FILTERS",
                         help="only these cells of the full plan (written as bench_conv_cells.*)")
     parser.add_argument("--jit", choices=("off", "on", "both"), default="both",
-                        help="with --cells: jit_compile settings (default: %(default)s; "
+                        help="jit_compile settings (default: %(default)s; "
                              "JAX has only on, PyTorch only off)")
     parser.add_argument("--rounds", type=int, default=FULL.max_rounds,
                         help="with --cells: most rounds per group (default: %(default)s)")
@@ -185,9 +169,8 @@ def main(argv=None):
         plan, stem = quick_plan(args.rank), f"{name}_quick"
     if args.smoke:
         plan, stem = smoke_plan(args.rank), f"{name}_smoke"
-    jit = plan.jit
+    jit = {"off": (False,), "on": (True,), "both": (False, True)}[args.jit]
     if args.cells:
-        jit = {"off": (False,), "on": (True,), "both": (False, True)}[args.jit]
         plan = cells_plan(args.cells, jit, args.rounds, args.seconds, args.rank)
         stem = f"{name}_cells"
     try:

@@ -15,7 +15,6 @@ dense ``Conv2D`` of the same shape (16 x 32 x 32 x 64 inputs, 64 filters,
 import argparse
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -25,29 +24,25 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from benchlib.environment import environment, onednn_text  # noqa: E402
+from benchlib.timing import interleaved, summary  # noqa: E402
 
 CALLS, SHAPE, FILTERS = 30, (16, 32, 32, 64), 64
 
 
 def ratio(groups, x):
     """Median ms of grouped and dense inference, and the median per-call ratio."""
-    grouped = keras.layers.Conv2D(FILTERS, 3, groups=groups)
-    dense = keras.layers.Conv2D(FILTERS, 3)
-    fns = {}
-    for name, layer in (("grouped", grouped), ("dense", dense)):
-        layer.build(x.shape)
-        fns[name] = tf.function(layer.__call__)
-    times = {name: [] for name in fns}
-    for fn in fns.values():
-        fn(x)
-        fn(x)
-    for _ in range(CALLS):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn(x).numpy()
-            times[name].append(time.perf_counter() - start)
-    ms = {name: 1e3 * float(np.median(t)) for name, t in times.items()}
-    return ms, float(np.median(np.array(times["grouped"]) / np.array(times["dense"])))
+    layers = {"grouped": keras.layers.Conv2D(FILTERS, 3, groups=groups),
+              "dense": keras.layers.Conv2D(FILTERS, 3)}
+    fns = {name: _inference(layer, x) for name, layer in layers.items()}
+    times = summary(interleaved(fns, CALLS, warmup=2), "dense")
+    return {name: t["ms"] for name, t in times.items()}, times["grouped"]["ratio"]
+
+
+def _inference(layer, x):
+    """The compiled inference of ``layer`` on ``x``, as a callable that waits for it."""
+    layer.build(x.shape)
+    fn = tf.function(layer.__call__)
+    return lambda: fn(x).numpy()
 
 
 def main(argv=None):

@@ -30,6 +30,7 @@ rounds of its time divided by the Keras network's time in the same round.
 """
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -45,6 +46,7 @@ import tensorflow as tf  # noqa: E402
 
 from benchlib.environment import environment, onednn_text  # noqa: E402
 from benchlib.report import table, write_setting_reports  # noqa: E402
+from benchlib.timing import interleaved, seconds, summary  # noqa: E402
 from channelconv import convert_model, random_frozen_mask, strip  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -95,27 +97,10 @@ def time_case(name, size, fraction, rounds, calls, rng):
     }
     result, first_call = {}, {}
     for mode, step in steps.items():
-        for v, m in models.items():
-            start = time.perf_counter()
-            step(m)
-            first_call[f"{mode} {v}"] = time.perf_counter() - start
-            for _ in range(WARMUP - 1):
-                step(m)
-        times = {v: [] for v in models}
-        order = list(models)
-        for _ in range(rounds):
-            rng.shuffle(order)
-            for v in order:
-                start = time.perf_counter()
-                for _ in range(calls):
-                    step(models[v])
-                times[v].append((time.perf_counter() - start) / calls)
-        base = np.array(times["Keras"])
-        result[mode] = {
-            v: {"ms": float(np.median(t)) * 1e3,
-                "ratio": float(np.median(np.array(t) / base))}
-            for v, t in times.items()
-        }
+        fns = {v: functools.partial(step, m) for v, m in models.items()}
+        first_call.update({f"{mode} {v}": seconds(fn) for v, fn in fns.items()})
+        times = interleaved(fns, rounds, warmup=WARMUP - 1, rng=rng, calls=calls)
+        result[mode] = summary(times, "Keras")
         print(f"{name} {size}x{size} {fraction:.0%} frozen, {mode}: " + ", ".join(
             f"{v} {r['ms']:.0f} ms ({r['ratio']:.3f}x)" for v, r in result[mode].items()
         ), flush=True)

@@ -8,7 +8,7 @@ Run from the repository root, once per oneDNN setting::
 It writes ``bench_routing_onednn-off.{json,md}`` (or ``-on``) to
 ``benchmarks/results/`` (``--out`` to change). Two studies, each a training
 step (forward, backward, Adam) and an inference step, as in
-``bench_conv.py`` (whose step, timing call and environment record it uses):
+``bench_conv.py`` (whose steps, timing loop and environment record it uses):
 
 - ``channels_first``: ``ChannelConv2D`` fused with ``data_format=
   "channels_first"`` (transposed to channels-last around the convolution,
@@ -29,6 +29,7 @@ baseline (Keras channels-last, or ``DepthwiseConv2D`` with strides
 
 import argparse
 import contextlib
+import functools
 import os
 import random
 import sys
@@ -38,12 +39,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from benchlib.environment import environment, onednn_setting, onednn_text  # noqa: E402
 from benchlib.report import fmt_ms, table, write_setting_reports  # noqa: E402
-from benchlib.timing import call, make_step  # noqa: E402
+from benchlib.steps import make_step  # noqa: E402
+from benchlib.timing import interleaved, summary  # noqa: E402
 from channelconv import ChannelConv2D, random_frozen_mask, routing  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -114,31 +115,17 @@ def time_group(batch, image, channels, variants, mode, rng):
     """Median ratio to the first variant and median ms of each variant."""
     x_last = tf.random.stateless_normal((batch, image, image, channels), seed=(0, 1))
     inputs = {"last": x_last, "first": tf.transpose(x_last, (0, 3, 1, 2))}
-    steps = []
+    steps = {}
     for name, layer, data_format, forced in variants:
         x = inputs[data_format]
         layer(x[:1])
         optimizer = keras.optimizers.Adam()
         optimizer.build(layer.trainable_variables)
-        step = make_step(layer, mode, False, optimizer)
+        steps[name] = functools.partial(make_step(layer, mode, False, optimizer), x)
         with _rewrite_forced() if forced else contextlib.nullcontext():
-            call(step, x)  # traces
-        for _ in range(WARMUP):
-            call(step, x)
-        steps.append((name, step, x))
-    times = {name: [] for name, _, _ in steps}
-    order = list(range(len(steps)))
-    for _ in range(ROUNDS):
-        rng.shuffle(order)
-        for i in order:
-            name, step, x = steps[i]
-            times[name].append(call(step, x))
-    base = np.array(times[steps[0][0]])
-    return {
-        name: {"ms": float(np.median(t)) * 1e3,
-               "ratio": float(np.median(np.array(t) / base))}
-        for name, t in times.items()
-    }
+            steps[name]()  # traces
+    times = interleaved(steps, ROUNDS, warmup=WARMUP, rng=rng)
+    return summary(times, variants[0][0])
 
 
 def run():

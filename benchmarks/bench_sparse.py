@@ -51,6 +51,7 @@ rounds of its time divided by the baseline's time in the same round.
 """
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -74,7 +75,7 @@ from benchlib.environment import (  # noqa: E402
 )
 from benchlib.report import table, write_setting_reports  # noqa: E402
 from benchlib.steps import compiled, jit_text, make_step, quiet, tensor  # noqa: E402
-from benchlib.timing import call  # noqa: E402
+from benchlib.timing import interleaved, medians, summary  # noqa: E402
 from channelconv import ChannelConv2D, grouped_frozen_mask, random_frozen_mask  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -197,33 +198,17 @@ def variants(reduction, mask, size):
     return layers, plan
 
 
-def time_row(layers, mode, rounds):
+def time_row(layers, mode, rounds, rng):
     """Median over rounds of each variant's time / the baseline's (and ms)."""
-    steps = {}
-    for name, (layer, x) in layers.items():
-        step = make_step(layer, mode, jit=False, optimizer=keras.optimizers.Adam())
-        for _ in range(WARMUP):
-            if call(step, x) > SLOW:
-                break
-        steps[name] = (step, x)
-    times = {name: [] for name in steps}
-    order = list(steps)
-    for _ in range(rounds):
-        random.shuffle(order)
-        for name in order:
-            step, x = steps[name]
-            times[name].append(call(step, x))
-    base = np.array(times["keras"])
-    return {
-        name: {"ms": 1e3 * float(np.median(t)),
-               "ratio": float(np.median(np.array(t) / base))}
-        for name, t in times.items()
-    }
+    steps = {name: functools.partial(make_step(layer, mode, jit=False,
+                                               optimizer=keras.optimizers.Adam()), x)
+             for name, (layer, x) in layers.items()}
+    return summary(interleaved(steps, rounds, warmup=WARMUP, slow=SLOW, rng=rng), "keras")
 
 
 def run(config, progress=print):
     """Times every row of ``config``; returns the result dict."""
-    records, start = [], time.time()
+    records, start, rng = [], time.time(), random.Random(0)
     rows = [(reduction, structure, parameter, filters)
             for reduction, structure, parameter in config["rows"]
             for filters in ((None,) if reduction == "sum"
@@ -242,7 +227,7 @@ def run(config, progress=print):
                           auto="sparse" if plan.prefer_sparse else "fused",
                           plan=str(plan).split("\n")[0])
             for mode in ("train", "infer"):
-                record[mode] = time_row(layers, mode, config["rounds"])
+                record[mode] = time_row(layers, mode, config["rounds"], rng)
             records.append(record)
             progress(f"[{len(records)}/{total}] {size_name} {_row_name(record)}: sparse train {record['train']['sparse']['ratio']:.2f}, "
                      f"infer {record['infer']['sparse']['ratio']:.2f} "
@@ -250,13 +235,13 @@ def run(config, progress=print):
     result = dict(environment=environment(), config={k: v for k, v in config.items()},
                   records=records)
     if config.get("profile"):  # at the first size: 256x56 in the full run
-        result["concat_profile"] = concat_profile(config["rounds"], size=config["sizes"][0])
-        result["copy_profile"] = copy_profile(config["rounds"], size=config["sizes"][0])
+        result["concat_profile"] = concat_profile(config["rounds"], rng, size=config["sizes"][0])
+        result["copy_profile"] = copy_profile(config["rounds"], rng, size=config["sizes"][0])
     result["wall_s"] = time.time() - start
     return result
 
 
-def copy_profile(rounds, groups=4, size="256x56"):
+def copy_profile(rounds, rng, groups=4, size="256x56"):
     """Ms of the copies a block-diagonal sum plan adds to its convolutions.
 
     In a training step of ``groups`` blocks, against the plan's
@@ -272,25 +257,16 @@ def copy_profile(rounds, groups=4, size="256x56"):
         "concatenation of the outputs": (compiled(lambda p: ops.concatenate(p, axis=-1)), parts),
         "split of the output gradient": (compiled(lambda t: ops.split(t, groups, axis=-1)), x),
     }
-    return dict(size=size, groups=groups, ms=_time_steps(steps, rounds))
+    return dict(size=size, groups=groups, ms=_profile_ms(steps, rounds, rng))
 
 
-def _time_steps(steps, rounds):
-    """Median ms of each ``name: (function, argument)``, interleaved."""
-    times = {name: [] for name in steps}
-    for fn, arg in steps.values():
-        for _ in range(WARMUP):
-            call(fn, arg)
-    order = list(steps)
-    for _ in range(3 * rounds):
-        random.shuffle(order)
-        for name in order:
-            fn, arg = steps[name]
-            times[name].append(call(fn, arg))
-    return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
+def _profile_ms(steps, rounds, rng):
+    """Median ms of each ``name: (function, argument)``, interleaved (3 ``rounds``)."""
+    fns = {name: functools.partial(fn, arg) for name, (fn, arg) in steps.items()}
+    return medians(interleaved(fns, 3 * rounds, warmup=WARMUP, rng=rng), scale=1e3)
 
 
-def concat_profile(rounds, fraction=0.75, size="256x56"):
+def concat_profile(rounds, rng, fraction=0.75, size="256x56"):
     """Inference ms of the sparse concat layer's steps, and of the dense layer.
 
     Where the time of ``implementation="sparse"`` goes for a depthwise
@@ -319,7 +295,7 @@ def concat_profile(rounds, fraction=0.75, size="256x56"):
         "copy of the output": (compiled(lambda t: t * 2.0), y),  # (t * 1.0 is removed by grappler)
     }
     return dict(size=size, fraction=fraction, live=int(plan.input_index.size),
-                ms=_time_steps(steps, rounds))
+                ms=_profile_ms(steps, rounds, rng))
 
 
 def _input(size):
@@ -478,7 +454,6 @@ def main(argv=None):
             result = json.load(f)
     else:
         quiet()
-        random.seed(0)
         env = environment()
         print(f"{versions_text(env)}; {onednn_text(env)}; "
               f"CPU {env['cpu']}, {env['cores']} cores", flush=True)

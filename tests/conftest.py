@@ -32,7 +32,6 @@ TENSORFLOW_ONLY = [
     "test_distribute.py",
     "test_export.py",
     "test_routing.py",
-    "test_benchmarks.py",
 ]
 collect_ignore = [] if BACKEND == "tensorflow" else list(TENSORFLOW_ONLY)
 if importlib.util.find_spec("jax") is None:  # a script of test_distribute's, run with JAX

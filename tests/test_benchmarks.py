@@ -1,67 +1,94 @@
-"""Smoke tests of the scripts in ``benchmarks/``.
+"""Smoke tests of the scripts in ``benchmarks/``, on every Keras backend.
 
-``bench_conv.py`` runs one tiny configuration for two rounds; the tests
-check the files it writes, and check the optimizer-state figures against
-sizes computed here from the layer shapes and the frozen mask. The other
-scripts are checked for what they time (the path they name) and their
-arguments.
-
-This module runs on the TensorFlow backend (tests/conftest.py); the JAX and
-PyTorch runs of the benchmarks are checked from here, in subprocesses with
-``KERAS_BACKEND`` set and TensorFlow made unimportable: the steps of
-``benchlib.steps`` against NumPy, and the files and records of
-``bench_conv.py --smoke`` (JAX, PyTorch) and ``bench_sparse.py --smoke`` (JAX).
+``bench_conv.py --smoke`` (every rank) and ``bench_sparse.py --smoke`` run
+on the backend of the pass, with TensorFlow made unimportable on JAX and
+PyTorch (``import tensorflow`` raises ImportError: they must not need it);
+the tests check the files they write, the records (the optimizer-state
+figures against sizes computed here from the layer shapes and the frozen
+mask) and the steps of ``benchlib.steps`` against NumPy. Tests of the
+TensorFlow-only scripts (routing, networks) and of TensorFlow's oneDNN
+record carry the marker ``tensorflow``; the ``--help`` run of every script
+is marked ``once`` (tests/conftest.py).
 """
 
 import contextlib
 import importlib.metadata
 import importlib.util
-import inspect
 import io
 import json
 import os
 import pathlib
 import subprocess
 import sys
-import textwrap
 
 import keras
 import matplotlib.image
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from channelconv.mask import random_frozen_mask
-from harness import onednn_enabled
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_conv.py"
-K, C, F = 3, 3, 16  # the tiny configuration: 3x3 kernels, 3 channels, 16 filters
+BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))  # benchlib, as the scripts import it
+
+from benchlib import cases  # noqa: E402
+from benchlib.environment import backend_title, setting_name, versions_text  # noqa: E402
+from benchlib.report import per_channel_scaling, target_checks  # noqa: E402
+from benchlib.steps import jit_settings, make_step, tensor  # noqa: E402
+
+BACKEND = keras.backend.backend()
+#: The one ``jit`` setting the smoke runs take here: TensorFlow's off (the
+#: quicker), JAX's on, PyTorch's off.
+JIT = jit_settings((False, True))[0]
+K, C, F = 3, 3, 16  # the smoke configuration: 3x3 kernels, 3 channels, 16 filters
 N_FROZEN = round(0.1 * C * F)  # the script freezes 10%, seed 0
 FLOAT32 = 4
+VERSIONS = {"tensorflow": ("tensorflow",), "jax": ("jax", "jaxlib"), "torch": ("torch",)}
 
 
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_conv", SCRIPT)
+def load(name):
+    """The script ``benchmarks/<name>.py`` as a module."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def tiny_plan(bench, reductions=("sum", "concat"), modes=("train", "infer"), rank=2):
-    sizes = tuple(bench.Size(r, C, F, 2, 2) for r in reductions)
-    return bench.Plan(sizes=sizes, jit=(False,), modes=modes, rank=rank, image=8, warmup=1,
-                      min_rounds=2, max_rounds=2, group_seconds=0.0)
+@contextlib.contextmanager
+def without_tensorflow():
+    """On JAX and PyTorch, ``import tensorflow`` raises ImportError inside."""
+    with pytest.MonkeyPatch.context() as patch:
+        if BACKEND != "tensorflow":
+            patch.setitem(sys.modules, "tensorflow", None)
+        yield
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return load("bench_conv")
 
 
 @pytest.fixture(scope="module", params=[1, 2, 3], ids=["1d", "2d", "3d"])
 def tiny_run(bench, tmp_path_factory, request):
-    """One tiny run per rank: every rank goes through the same checks."""
+    """``bench_conv.py --smoke`` at each rank, at the backend's one ``--jit``:
+    its output directory, result (the JSON), progress bar and stdout."""
     out = tmp_path_factory.mktemp("bench")
-    progress = io.StringIO()
-    plan = tiny_plan(bench, rank=request.param)
-    result = bench.run(plan, str(out), "tiny", "test", stream=progress)
-    return out, result, progress.getvalue()
+    progress, stdout = io.StringIO(), io.StringIO()
+    argv = ["--smoke", "--rank", str(request.param), "--jit", "on" if JIT else "off",
+            "--out", str(out)]
+    bar = bench.Progress
+    with without_tensorflow(), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bench, "Progress", lambda total, stream: bar(total, progress))
+        with contextlib.redirect_stdout(stdout):
+            bench.main(argv)
+    result = json.loads((out / f"{stem_of(request.param)}.json").read_text())
+    return out, result, progress.getvalue(), stdout.getvalue()
+
+
+def stem_of(rank):
+    """The file stem of ``bench_conv.py --smoke --rank <rank>`` on this backend."""
+    name = "bench_conv" if rank == 2 else f"bench_conv{rank}d"
+    return f"{name}_smoke" + ("" if BACKEND == "tensorflow" else f"_{BACKEND}")
 
 
 def rank_of(result):
@@ -86,37 +113,51 @@ def records(result, **where):
 
 
 def test_writes_json_markdown_and_png(tiny_run):
-    out, result, _ = tiny_run
-    assert json.loads((out / "tiny.json").read_text()) == json.loads(json.dumps(result))
-    assert (out / "tiny.md").read_text().startswith(f"# ChannelConv{rank_of(result)}D benchmark")
-    image = matplotlib.image.imread(out / "tiny.png")
+    out, result, _, _ = tiny_run
+    stem = stem_of(rank_of(result))
+    assert sorted(p.name for p in out.iterdir()) == [stem + e for e in (".json", ".md", ".png")]
+    markdown = (out / f"{stem}.md").read_text()
+    assert markdown.startswith(f"# ChannelConv{rank_of(result)}D benchmark{backend_title(result['environment'])}\n")
+    image = matplotlib.image.imread(out / f"{stem}.png")
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
 
 
-def test_outputs_name_versions_cpu_cores_and_date(tiny_run):
-    out, result, _ = tiny_run
+def test_outputs_name_backend_versions_cpu_cores_and_date(tiny_run):
+    out, result, _, stdout = tiny_run
     with open("/proc/cpuinfo") as f:
         cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    markdown = (out / "tiny.md").read_text()
+    markdown = (out / f"{stem_of(rank_of(result))}.md").read_text()
     env = result["environment"]
-    assert (env["tensorflow"], env["keras"]) == (tf.__version__, keras.__version__)
+    versions = {p: importlib.metadata.version(p) for p in VERSIONS[BACKEND]}
+    assert env["backend"] == BACKEND and env["keras"] == keras.__version__
+    assert {p: env[p].split("+")[0] for p in versions} == {
+        p: v.split("+")[0] for p, v in versions.items()}
     assert env["cpu"] == cpu
-    for text in (f"TensorFlow {tf.__version__}", f"Keras {keras.__version__}", cpu,
-                 f"{env['cores']} cores", env["date"][:10]):
+    for text in (versions_text(env), cpu, f"{env['cores']} cores", env["date"][:10]):
         assert text in markdown
+    assert stdout.startswith(versions_text(env))
     assert env["cores"] >= 1 and len(result["load_before"]) == 3
+    if BACKEND != "tensorflow":  # TensorFlow's own records, and the answer's layer
+        assert "tensorflow" not in env and "onednn" not in env
+        assert "is TensorFlow-only: not timed" in markdown
+    if BACKEND == "torch":
+        assert isinstance(env["torch_mkldnn"], bool) and env["torch_threads"] >= 1
 
 
+@pytest.mark.tensorflow
 def test_outputs_record_the_onednn_setting(tiny_run):
-    out, result, _ = tiny_run
+    from harness import onednn_enabled
+
+    out, result, _, _ = tiny_run
     env = result["environment"]
     assert env["onednn"] is onednn_enabled()
     assert env["onednn_env"] == os.environ.get("TF_ENABLE_ONEDNN_OPTS")
     state = "on" if env["onednn"] else "off"
-    assert f"- oneDNN: {state} (" in (out / "tiny.md").read_text()
+    assert f"- oneDNN: {state} (" in (out / f"{stem_of(rank_of(result))}.md").read_text()
 
 
-def test_onednn_setting_falls_back_to_the_environment(bench, monkeypatch):
+@pytest.mark.tensorflow
+def test_onednn_setting_falls_back_to_the_environment(monkeypatch):
     def missing():
         raise ImportError("private API moved")
 
@@ -124,14 +165,17 @@ def test_onednn_setting_falls_back_to_the_environment(bench, monkeypatch):
 
     monkeypatch.setattr(benchlib.environment, "_tensorflow_onednn", missing)
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
-    setting = bench.onednn_setting()
+    setting = benchlib.environment.onednn_setting()
     assert setting["onednn"] is False
     assert "TF_ENABLE_ONEDNN_OPTS only" in setting["onednn_source"]
 
 
-def test_one_record_per_variant_mode_and_jit(tiny_run, bench):
-    _, result, progress = tiny_run
-    answer = bench.AnswerConv2D is not None and rank_of(result) == 2
+def test_one_record_per_variant_mode_and_jit(tiny_run):
+    """One record per variant and step; the answer's layer (TensorFlow code,
+    2-D) on TensorFlow only; JAX's steps jit-compiled and traced once,
+    PyTorch's eager."""
+    _, result, progress, _ = tiny_run
+    answer = cases.AnswerConv2D is not None and rank_of(result) == 2
     expected = names(rank_of(result))
     expected["concat"] += ["AnswerConv2D"] if answer else []
     for reduction, variants in expected.items():
@@ -139,17 +183,20 @@ def test_one_record_per_variant_mode_and_jit(tiny_run, bench):
             got = records(result, reduction=reduction, mode=mode)
             assert sorted(r["variant"] for r in got) == sorted(variants)
             for r in got:
-                assert r["rounds"] == 2 and r["traces"] == 1
+                assert r["jit_compile"] is JIT
+                assert r["rounds"] == 2 and r["traces"] == (None if BACKEND == "torch" else 1)
                 assert all(t > 0 for t in r["times_ms"])
+    checks = {(c["reduction"], c["mode"]) for c in result["targets"]}
+    assert len(result["targets"]) == 4 and checks == {
+        (r, m) for r in ("sum", "concat") for m in ("train", "infer")}
     assert progress.rstrip().splitlines()[-1].startswith("[" + "#" * 24 + "]")
-
 
 
 def test_ratios_pair_each_variant_with_its_baseline_round_by_round(tiny_run):
     """``ratio`` / ``extra_ms``: median over rounds of time / baseline time and
     time - baseline time, pairing round ``i`` with round ``i`` of the same
     group's baseline; recomputed here from the recorded ``times_ms``."""
-    _, result, _ = tiny_run
+    _, result, _, _ = tiny_run
     groups = {}
     for r in result["records"]:
         key = tuple(r[k] for k in ("reduction", "in_channels", "filters", "mode",
@@ -173,7 +220,7 @@ def test_ratios_pair_each_variant_with_its_baseline_round_by_round(tiny_run):
 
 
 def test_times_the_kernel_assembly_of_each_shape(tiny_run):
-    _, result, _ = tiny_run
+    _, result, _, _ = tiny_run
     (assembly,) = result["assembly"]
     assert (assembly["in_channels"], assembly["filters"]) == (C, F)
     assert assembly["kernel_elements"] == K ** rank_of(result) * C * F
@@ -198,11 +245,11 @@ STATE = [  # reduction, variant (names(rank) index, or the answer), trainable pa
 
 @pytest.mark.parametrize("reduction,variant,params", STATE,
                          ids=[f"{r}-{v}" for r, v, _ in STATE])
-def test_adam_state_is_two_float32_per_trainable_parameter(tiny_run, bench, reduction,
-                                                           variant, params):
-    _, result, _ = tiny_run
+def test_adam_state_is_two_float32_per_trainable_parameter(tiny_run, reduction, variant,
+                                                           params):
+    _, result, _, _ = tiny_run
     rank = rank_of(result)
-    if variant == "AnswerConv2D" and (bench.AnswerConv2D is None or rank != 2):
+    if variant == "AnswerConv2D" and (cases.AnswerConv2D is None or rank != 2):
         pytest.skip("channelconv.reference.AnswerConv2D is 2-D and optional")
     name = variant if isinstance(variant, str) else names(rank)[reduction][variant]
     params = params(K**rank)  # kernel elements per (channel, filter) kernel
@@ -215,9 +262,9 @@ def test_adam_state_is_two_float32_per_trainable_parameter(tiny_run, bench, redu
         assert r["optimizer_state_bytes"] == 2 * FLOAT32 * params
 
 
-def test_mask_constraint_zeroes_exactly_the_frozen_kernels(bench):
+def test_mask_constraint_zeroes_exactly_the_frozen_kernels():
     kernel = np.random.default_rng(0).standard_normal((K, K, C, F)).astype("float32")
-    constrained = keras.ops.convert_to_numpy(bench.KernelMask(~MASK)(kernel))
+    constrained = keras.ops.convert_to_numpy(cases.KernelMask(~MASK)(kernel))
     assert np.array_equal(constrained[:, :, MASK], np.zeros((K, K, N_FROZEN), "float32"))
     assert np.array_equal(constrained[:, :, ~MASK], kernel[:, :, ~MASK])
 
@@ -236,16 +283,16 @@ TARGETS = [  # reduction, mode, ratio, met
 
 @pytest.mark.parametrize("reduction,mode,ratio,met", TARGETS,
                          ids=[f"{r}-{m}-{x}" for r, m, x, _ in TARGETS])
-def test_target_check(bench, reduction, mode, ratio, met):
+def test_target_check(reduction, mode, ratio, met):
     record = dict(reduction=reduction, in_channels=3, filters=16, batch=2, mode=mode,
                   jit_compile=False, ratio=ratio, extra_ms=0.1, variant="ChannelConv2D fused")
     other = dict(record, variant="Conv2D", ratio=2.0)
-    (check,) = bench.target_checks([record, other])
+    (check,) = target_checks([record, other])
     assert check["met"] is met
 
 
 @pytest.mark.parametrize("exponent", [1.0, 2.0], ids=["linear", "quadratic"])
-def test_per_channel_scaling_slope(bench, exponent):
+def test_per_channel_scaling_slope(exponent):
     rows = []
     for c in (3, 16, 64):
         for variant, scale in (("ChannelConv2D fused", 1.0), ("ChannelConv2D per_channel", 5.0)):
@@ -253,43 +300,32 @@ def test_per_channel_scaling_slope(bench, exponent):
             rows.append(dict(reduction="sum", filters=16, mode="train", jit_compile=False,
                              variant=variant, in_channels=c, ms_per_image=ms,
                              median_ms=ms, times_ms=[ms, ms]))
-    (item,) = bench.per_channel_scaling(rows)
+    (item,) = per_channel_scaling(rows)
     assert item["slope_per_channel"] == pytest.approx(exponent)
     assert item["per_channel_over_fused"] == pytest.approx([5.0, 5.0, 5.0])
 
 
-def test_cli_writes_the_quick_files(bench, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(bench, "quick_plan", lambda rank: tiny_plan(bench, ("sum",), ("infer",)))
-    bench.main(["--quick", "--out", str(tmp_path)])
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "bench_conv_quick.json", "bench_conv_quick.md", "bench_conv_quick.png"]
-    assert f"TensorFlow {tf.__version__}" in capsys.readouterr().out
-
-    markdown, png = tmp_path / "bench_conv_quick.md", tmp_path / "bench_conv_quick.png"
-    before = markdown.read_text()
-    markdown.unlink()
-    png.unlink()
-    bench.main(["--report", str(tmp_path / "bench_conv_quick.json")])
-    assert markdown.read_text() == before and png.exists()
+def test_report_rewrites_the_markdown_and_png_of_a_run(tiny_run, bench, tmp_path):
+    out, result, _, _ = tiny_run
+    stem = stem_of(rank_of(result))
+    (tmp_path / f"{stem}.json").write_text((out / f"{stem}.json").read_text())
+    bench.main(["--report", str(tmp_path / f"{stem}.json")])
+    assert (tmp_path / f"{stem}.md").read_text() == (out / f"{stem}.md").read_text()
+    assert (tmp_path / f"{stem}.png").exists()
 
 
 # --- benchmarks/bench_routing.py ---------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def bench_routing():
-    path = SCRIPT.parent / "bench_routing.py"
-    spec = importlib.util.spec_from_file_location("bench_routing", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("forced", [False, True], ids=["as-routed", "rewrite-forced"])
-def test_routing_benchmark_times_the_path_it_names(bench_routing, forced):
+def test_routing_benchmark_times_the_path_it_names(forced):
     """The "rewrite forced" variant really traces the equal-stride rewrite."""
+    import tensorflow as tf
+
     from channelconv import routing
 
+    bench_routing = load("bench_routing")
     layer = bench_routing._ours("concat", 3, 2, strides=(2, 1), padding="same")
     x = tf.zeros((1, 8, 8, 3))
     fn = tf.function(lambda x: layer(x))
@@ -309,7 +345,7 @@ def test_cells_plan_cuts_the_full_plan(bench):
     assert [(s.reduction, s.in_channels, s.filters) for s in plan.sizes] == [
         ("concat", 64, 64), ("sum", 3, 16)
     ]
-    full = {(s.reduction, s.in_channels, s.filters): s for s in bench.FULL.sizes}
+    full = {(s.reduction, s.in_channels, s.filters): s for s in cases.FULL.sizes}
     assert plan.sizes[0] == full[("concat", 64, 64)]  # the full run's batch sizes
     assert (plan.jit, plan.max_rounds, plan.group_seconds) == ((False,), 121, 8.0)
     with pytest.raises(ValueError, match=r"Received: \['sum:5:16'\]"):
@@ -331,14 +367,12 @@ def _tiny_network(weights=None, input_shape=None, classes=10):
 
 @pytest.fixture()
 def bench_networks(monkeypatch):
-    path = SCRIPT.parent / "bench_networks.py"
-    spec = importlib.util.spec_from_file_location("bench_networks", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load("bench_networks")
     monkeypatch.setitem(module.NETWORKS, "tiny", _tiny_network)
     return module
 
 
+@pytest.mark.tensorflow
 def test_network_benchmark_freezes_the_fraction_it_names(bench_networks):
     models = bench_networks.variants("tiny", 8, 0.5)
     keras_model, converted, stripped = models["Keras"], models["converted"], models["stripped"]
@@ -352,7 +386,10 @@ def test_network_benchmark_freezes_the_fraction_it_names(bench_networks):
     np.testing.assert_array_equal(stripped.predict_on_batch(x), converted.predict_on_batch(x))
 
 
+@pytest.mark.tensorflow
 def test_network_benchmark_writes_one_file_pair_per_setting(bench_networks, tmp_path, monkeypatch):
+    from harness import onednn_enabled
+
     monkeypatch.setattr(bench_networks, "QUICK", dict(cases=[("tiny", 8, 0.1)], rounds=1, calls=1))
     bench_networks.main(["--quick", "--out", str(tmp_path)])
     state = "on" if onednn_enabled() else "off"
@@ -368,14 +405,9 @@ def test_network_benchmark_writes_one_file_pair_per_setting(bench_networks, tmp_
 # --- benchmarks/bench_sparse.py ----------------------------------------------------
 
 
-@pytest.fixture()
-def bench_sparse(monkeypatch):
-    path = SCRIPT.parent / "bench_sparse.py"
-    spec = importlib.util.spec_from_file_location("bench_sparse", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    monkeypatch.setitem(module.SIZES, "tiny", dict(channels=8, filters=8, spatial=6, batch=2))
-    return module
+@pytest.fixture(scope="module")
+def bench_sparse():
+    return load("bench_sparse")
 
 
 @pytest.mark.parametrize(
@@ -396,25 +428,28 @@ def test_sparse_benchmark_freezes_the_structure_it_names(
         assert [int(b.sum()) for b in np.split(~mask, 4)] == [4, 4, 4, 4]
 
 
-def test_sparse_benchmark_writes_its_reports(bench_sparse, tmp_path, monkeypatch):
-    rows = [("sum", "block-diagonal", 2), ("sum", "random", 0.1), ("concat", "random", 0.75)]
-    monkeypatch.setattr(bench_sparse, "QUICK", dict(sizes=["tiny"], rows=rows, rounds=1,
-                                                    profile=True))
-    monkeypatch.setattr(bench_sparse, "MULTIPLIERS", (2,))
-    bench_sparse.main(["--quick", "--out", str(tmp_path)])
-    state = "on" if onednn_enabled() else "off"
-    stem = f"bench_sparse_quick_onednn-{state}"
+def test_sparse_smoke_run_writes_its_reports(bench_sparse, tmp_path, capsys):
+    """``bench_sparse.py --smoke`` on this backend: every row, both profiles."""
+    with without_tensorflow():
+        bench_sparse.main(["--smoke", "--out", str(tmp_path)])
+    result = json.loads(next(tmp_path.glob("*.json")).read_text())
+    stem = f"bench_sparse_smoke_{setting_name(result['environment'])}"
     assert sorted(p.name for p in tmp_path.iterdir()) == [stem + e for e in (".json", ".md", ".png")]
-    records = json.loads((tmp_path / (stem + ".json")).read_text())["records"]
+    assert result["environment"]["backend"] == BACKEND
+    assert capsys.readouterr().out.startswith(versions_text(result["environment"]))
+    records = result["records"]
     assert [(r["reduction"], r["structure"], r["filters"]) for r in records] == [
-        ("sum", "block-diagonal", 8), ("sum", "random", 8), ("concat", "random", 2)]
+        ("sum", "block-diagonal", 8), ("concat", "random", 2)]
     for r in records:
         # "auto" is timed only where it does not run the plan; "limit" where there are blocks.
         assert ("auto" in r["train"]) == (r["auto"] == "fused")
-        assert set(r["train"]) >= {"keras", "sparse", "limit"}
-        assert all(v["ms"] > 0 for v in r["infer"].values())
-    assert "| sum block-diagonal 2 groups | 0.500 |" in (tmp_path / (stem + ".md")).read_text()
-    result = json.loads((tmp_path / (stem + ".json")).read_text())
+        for mode in ("train", "infer"):
+            assert set(r[mode]) >= {"keras", "sparse", "limit"}
+            assert all(v["ms"] > 0 for v in r[mode].values())
+    markdown = (tmp_path / (stem + ".md")).read_text()
+    assert markdown.startswith("# Sparse implementation against the dense Keras layer"
+                               f"{backend_title(result['environment'])}\n")
+    assert "| sum block-diagonal 2 groups | 0.500 |" in markdown
     assert set(result["concat_profile"]["ms"]) == set(PROFILE_STEPS)
     assert len(result["copy_profile"]["ms"]) == 3
 
@@ -461,13 +496,14 @@ for script in sys.argv[1:]:
 def help_runs():
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     result = subprocess.run(
-        [sys.executable, "-c", HELP_DRIVER, *(str(SCRIPT.parent / s) for s in SCRIPTS)],
+        [sys.executable, "-c", HELP_DRIVER, *(str(BENCHMARKS / s) for s in SCRIPTS)],
         capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     return {r["script"]: r for r in records}
 
 
+@pytest.mark.once
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_script_runs_from_the_command_line(help_runs, script):
     """``python benchmarks/<script> --help``: its main is reached and parses."""
@@ -476,19 +512,12 @@ def test_script_runs_from_the_command_line(help_runs, script):
     assert record["out"].startswith("usage: "), record["out"][:500]
 
 
-# --- every Keras backend: benchlib.steps and the scripts' --smoke runs ----------------
+# --- benchlib.steps, on this backend -----------------------------------------------
 
 
-def step_record(benchmarks, jit):
+def step_record(jit):
     """An inference step, then three SGD training steps, of a Dense layer through
-    ``benchlib.steps``; run here on TensorFlow and in a subprocess on JAX and PyTorch."""
-    import sys
-
-    sys.path.insert(0, benchmarks)
-    import keras
-    import numpy as np
-    from benchlib.steps import make_step, tensor
-
+    ``benchlib.steps``."""
     rng = np.random.default_rng(0)
     x, w, b = (rng.standard_normal(s).astype("float32") for s in ((4, 3), (3, 2), (2,)))
     layer = keras.layers.Dense(2)
@@ -498,49 +527,8 @@ def step_record(benchmarks, jit):
     y = keras.ops.convert_to_numpy(infer(tensor(x)))  # before training: JAX keeps its own state
     train = make_step(layer, "train", jit, keras.optimizers.SGD(0.1))
     losses = [float(keras.ops.convert_to_numpy(train(tensor(x)))) for _ in range(3)]
-    return dict(x=x.tolist(), w=w.tolist(), b=b.tolist(), learning_rate=0.1, y=y.tolist(),
-                losses=losses, traces=[infer.traces, train.traces])
-
-
-#: What a subprocess runs: step_record, then a script's --smoke run, with
-#: TensorFlow unimportable (``import tensorflow`` raises ImportError).
-DRIVER = textwrap.dedent(inspect.getsource(step_record)) + """
-import json, os, runpy, sys
-
-sys.modules["tensorflow"] = None
-script, out = sys.argv[1], sys.argv[2]
-with open(os.path.join(out, "steps.json"), "w") as f:
-    json.dump(step_record(os.path.dirname(script), jit=False), f)
-sys.argv = [script, "--smoke", "--out", out]
-runpy.run_path(script, run_name="__main__")
-"""
-
-#: (backend, script): the runs on other backends, as issue 14 asks for.
-BACKEND_RUNS = [("jax", "bench_conv"), ("torch", "bench_conv"), ("jax", "bench_sparse")]
-VERSIONS = {"jax": ("jax", "jaxlib"), "torch": ("torch",)}
-TITLES = {"jax": "JAX", "torch": "PyTorch"}
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """``smoke_run(backend, script)``: the output directory and stdout of one
-    driver run (made once per module); skipped if the backend is not installed."""
-    runs = {}
-
-    def run(backend, script):
-        if importlib.util.find_spec(backend) is None:
-            pytest.skip(f"{backend} is not installed")
-        if (backend, script) not in runs:
-            out = tmp_path_factory.mktemp(f"{backend}-{script}")
-            env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
-            result = subprocess.run(
-                [sys.executable, "-c", DRIVER, str(SCRIPT.parent / f"{script}.py"), str(out)],
-                capture_output=True, text=True, env=env, timeout=600)
-            assert result.returncode == 0, result.stderr[-3000:]
-            runs[backend, script] = out, result.stdout
-        return runs[backend, script]
-
-    return run
+    return dict(x=x, w=w, b=b, learning_rate=0.1, y=y, losses=losses,
+                traces=[infer.traces, train.traces])
 
 
 def sgd_reference(record, steps=3):
@@ -555,85 +543,14 @@ def sgd_reference(record, steps=3):
     return losses
 
 
-STEP_BACKENDS = [("tensorflow", False), ("tensorflow", True), ("jax", None), ("torch", None)]
-
-
-@pytest.mark.parametrize("backend,jit", STEP_BACKENDS,
-                         ids=["tensorflow", "tensorflow-jit", "jax", "torch"])
-def test_steps_infer_and_train_as_defined_on_every_backend(smoke_run, backend, jit):
+@pytest.mark.parametrize("jit", jit_settings((False, True)), ids=lambda j: f"jit-{'on' if j else 'off'}")
+def test_steps_infer_and_train_as_defined(jit):
     """The timed steps compute what they say: the forward call, and forward,
     gradient and update with the state carried from step to step (JAX)."""
-    if backend == "tensorflow":
-        record = step_record(str(SCRIPT.parent), jit)
-    else:
-        out, _ = smoke_run(backend, "bench_conv")
-        record = json.loads((out / "steps.json").read_text())
-    x, w, b = (np.array(record[k]) for k in ("x", "w", "b"))
+    with without_tensorflow():
+        record = step_record(jit)
+    x, w, b = record["x"], record["w"], record["b"]
     np.testing.assert_allclose(record["y"], x @ w + b, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(record["losses"], sgd_reference(record), rtol=1e-5)
-    traces = None if backend == "torch" else 1  # PyTorch runs eagerly
+    traces = None if BACKEND == "torch" else 1  # PyTorch runs eagerly
     assert record["traces"] == [traces, traces]
-
-
-@pytest.mark.parametrize("backend,script", BACKEND_RUNS, ids=[f"{b}-{s}" for b, s in BACKEND_RUNS])
-def test_smoke_run_on_another_backend_names_its_backend(smoke_run, backend, script):
-    out, stdout = smoke_run(backend, script)
-    stem = f"{script}_smoke_{backend}"
-    assert sorted(p.name for p in out.iterdir()) == sorted(
-        [stem + ".json", stem + ".md", stem + ".png", "steps.json"])
-    image = matplotlib.image.imread(out / f"{stem}.png")
-    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
-    env = json.loads((out / f"{stem}.json").read_text())["environment"]
-    assert env["backend"] == backend and env["keras"] == keras.__version__
-    versions = {package: importlib.metadata.version(package) for package in VERSIONS[backend]}
-    assert {package: env[package] for package in versions} == versions
-    assert "tensorflow" not in env and "onednn" not in env  # TensorFlow's own records
-    if backend == "torch":
-        assert isinstance(env["torch_mkldnn"], bool) and env["torch_threads"] >= 1
-    markdown = (out / f"{stem}.md").read_text()
-    title = markdown.splitlines()[0]
-    assert title.endswith(f" ({TITLES[backend]})"), title
-    text = f"{TITLES[backend]} {versions[backend]}"
-    assert text in markdown and stdout.startswith(text)
-
-
-def test_smoke_runs_of_bench_conv_on_other_backends_record_every_variant(smoke_run):
-    """JAX: every step jit-compiled and traced once; PyTorch: eager; the
-    answer's layer (TensorFlow code) left out; Adam's state as computed here."""
-    for backend in ("jax", "torch"):
-        out, _ = smoke_run(backend, "bench_conv")
-        result = json.loads((out / f"bench_conv_smoke_{backend}.json").read_text())
-        assert rank_of(result) == 2
-        for reduction, variants in names(2).items():
-            for mode in ("train", "infer"):
-                got = records(result, reduction=reduction, mode=mode)
-                assert sorted(r["variant"] for r in got) == sorted(variants)
-                for r in got:
-                    assert r["jit_compile"] is (backend == "jax")
-                    assert r["traces"] == (1 if backend == "jax" else None)
-                    assert r["rounds"] == 2 and all(t > 0 for t in r["times_ms"])
-        for reduction, variant, params in STATE[:-1]:  # the last row is the answer's
-            for r in records(result, reduction=reduction, variant=names(2)[reduction][variant]):
-                assert r["trainable_params"] == params(K**2)
-                assert r["optimizer_state_bytes"] == 2 * FLOAT32 * params(K**2)
-        checks = {(c["reduction"], c["mode"]) for c in result["targets"]}
-        assert len(result["targets"]) == 4 and checks == {
-            (r, m) for r in ("sum", "concat") for m in ("train", "infer")}
-        (assembly,) = result["assembly"]
-        assert np.isfinite([assembly["forward_ms"], assembly["forward_backward_ms"]]).all()
-        assert "is TensorFlow-only: not timed" in (
-            out / f"bench_conv_smoke_{backend}.md").read_text()
-
-
-def test_smoke_run_of_bench_sparse_on_jax_records_every_row(smoke_run):
-    out, _ = smoke_run("jax", "bench_sparse")
-    result = json.loads((out / "bench_sparse_smoke_jax.json").read_text())
-    assert [(r["reduction"], r["structure"], r["filters"]) for r in result["records"]] == [
-        ("sum", "block-diagonal", 8), ("concat", "random", 2)]
-    for r in result["records"]:
-        assert ("auto" in r["train"]) == (r["auto"] == "fused")
-        for mode in ("train", "infer"):
-            assert set(r[mode]) >= {"keras", "sparse", "limit"}
-            assert all(v["ms"] > 0 for v in r[mode].values())
-    assert set(result["concat_profile"]["ms"]) == set(PROFILE_STEPS)
-    assert len(result["copy_profile"]["ms"]) == 3

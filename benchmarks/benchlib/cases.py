@@ -5,7 +5,7 @@ and how long to time them; a :class:`Variant` makes one layer to time (the
 dense Keras baseline, the channel convolution's implementations, the mask
 workaround, the StackOverflow answer). Every rank's cases live here, so the
 2-D grid, the 1-D / 3-D grid and later studies share one timing and report
-path (:mod:`benchlib.timing`, :mod:`benchlib.report`).
+path (:mod:`benchlib.groups`, :mod:`benchlib.report`).
 """
 
 import dataclasses
@@ -132,26 +132,16 @@ QUICK = Plan(
 #: 3-D depthwise equivalent, a grouped Conv3D, runs under XLA on CPU and
 #: takes about 40 ms per training step at 16x16 and batch 1, 0.4 s at 64x16;
 #: 64x64 (seconds per step) is left out.
-FULL_1D = Plan(
-    rank=1,
-    image=1024,
-    sizes=_sizes(
-        {
-            "sum": [(16, 16, 256, 1024), (64, 64, 48, 160), (256, 64, 12, 40)],
-            "concat": [(16, 16, 48, 192), (64, 64, 2, 8)],
-        }
-    ),
-)
-FULL_3D = Plan(
-    rank=3,
-    image=12,
-    sizes=_sizes(
-        {
-            "sum": [(16, 16, 32, 128), (64, 64, 3, 16), (256, 64, 1, 4)],
-            "concat": [(16, 16, 1, 4), (64, 16, 1, 1)],
-        }
-    ),
-)
+GRID_1D = {
+    "sum": [(16, 16, 256, 1024), (64, 64, 48, 160), (256, 64, 12, 40)],
+    "concat": [(16, 16, 48, 192), (64, 64, 2, 8)],
+}
+GRID_3D = {
+    "sum": [(16, 16, 32, 128), (64, 64, 3, 16), (256, 64, 1, 4)],
+    "concat": [(16, 16, 1, 4), (64, 16, 1, 1)],
+}
+FULL_1D = Plan(rank=1, image=1024, sizes=_sizes(GRID_1D))
+FULL_3D = Plan(rank=3, image=12, sizes=_sizes(GRID_3D))
 PLANS = {1: FULL_1D, 2: FULL, 3: FULL_3D}
 
 
@@ -220,7 +210,7 @@ class KernelMask(keras.constraints.Constraint):
         self.keep = np.asarray(keep, dtype="float32")
 
     def __call__(self, w):
-        return w * keras.ops.cast(self.keep, w.dtype)
+        return keras.ops.multiply(w, keras.ops.cast(self.keep, w.dtype))
 
 
 _CONVS = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D, 3: keras.layers.Conv3D}

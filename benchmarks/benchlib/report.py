@@ -23,7 +23,8 @@ from benchlib.environment import (
 )
 from benchlib.plot import plot
 from benchlib.steps import jit_text
-from benchlib.timing import FAST, paired
+from benchlib.groups import FAST
+from benchlib.timing import paired, paired_ratio
 from channelconv.report import parameter_counts
 
 
@@ -33,7 +34,7 @@ def summarize(size, mode, entries, plan):
     records = []
     for e in entries:
         times = np.array(e.times)
-        matched, base = paired(e.times, baseline.times)
+        matched, base = map(np.array, paired(e.times, baseline.times))
         batch = size.batch(mode)
         records.append(
             {
@@ -117,7 +118,8 @@ def per_channel_scaling(records):
             "mode": mode,
             "jit_compile": jit,
             "in_channels": channels,
-            "per_channel_over_fused": [_paired_ratio(p, f) for p, f in zip(pc, fu)],
+            "per_channel_over_fused": [float(paired_ratio(p["times_ms"], f["times_ms"]))
+                                       for p, f in zip(pc, fu)],
         }
         if len(channels) > 1:
             logc = np.log(channels)
@@ -127,12 +129,6 @@ def per_channel_scaling(records):
                 )
         out.append(item)
     return out
-
-
-def _paired_ratio(record, other):
-    """Median over rounds of ``record``'s time over ``other``'s (same group)."""
-    times, base = paired(record["times_ms"], other["times_ms"])
-    return float(np.median(times / base))
 
 
 def fmt_ms(ms):
