@@ -24,7 +24,7 @@ from benchlib.environment import (
 from benchlib.plot import plot
 from benchlib.steps import jit_text
 from benchlib.timing import FAST, paired
-from channelconv.report import parameter_counts
+from channelconv.apps.report import parameter_counts
 
 
 def summarize(size, mode, entries, plan):
