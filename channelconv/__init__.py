@@ -48,7 +48,9 @@ __all__ = [
 
 #: The module each public name comes from.
 _SOURCES = {
-    "channelconv.convert": ("convert_model", "from_conv", "from_conv2d", "strip", "to_keras_layer"),
+    "channelconv.convert": (
+        "convert_model", "from_conv", "from_conv2d", "strip", "to_keras_layer"
+    ),
     "channelconv.layers": ("ChannelConv1D", "ChannelConv2D", "ChannelConv3D"),
     "channelconv.mask": ("grouped_frozen_mask", "random_frozen_mask"),
     "channelconv.plot": ("plot_kernel_mask",),
@@ -60,7 +62,9 @@ _MODULE_OF = {name: module for module, names in _SOURCES.items() for name in nam
 def __getattr__(name):
     if name in _MODULE_OF:
         value = getattr(importlib.import_module(_MODULE_OF[name]), name)
-    elif not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}"):
+    elif name.isidentifier() and not name.startswith("__") and importlib.util.find_spec(
+        f"{__name__}.{name}"
+    ):
         value = importlib.import_module(f"{__name__}.{name}")
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

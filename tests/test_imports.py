@@ -84,7 +84,8 @@ def test_command_help_and_usage_errors_import_no_keras():
         import contextlib, io, sys
         from channelconv.apps.cli import main
         for argv in {argvs!r}:
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            sink = io.StringIO()
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
                 try:
                     main(argv)
                 except SystemExit as exit:

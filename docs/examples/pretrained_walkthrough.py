@@ -22,9 +22,9 @@ import numpy as np
 import tensorflow as tf
 
 import channelconv
-from channelconv.apps.report import parameter_counts
 from channelconv.convert import convert_model, strip
 from channelconv.plot import plot_kernel_mask
+from channelconv.apps.report import parameter_counts
 
 
 def stripes(n, seed):
