@@ -11,9 +11,6 @@ from keras import ops
 
 from channelconv import _backend, routing
 
-REDUCTIONS = ("sum", "concat")
-IMPLEMENTATIONS = ("fused", "per_channel")
-
 
 def convolve(
     inputs,

@@ -3,7 +3,7 @@
 For each of ``KERAS_BACKEND=jax`` and ``torch`` (skipped where the backend's
 package is not installed), whatever backend this run uses: importing
 channelconv and its command-line modules does not import TensorFlow, and
-the TensorFlow-only :mod:`channelconv.reference` refuses to import with a
+the TensorFlow-only :mod:`channelconv.apps.reference` refuses to import with a
 :class:`channelconv._backend.BackendError` that names the backend.
 """
 
@@ -18,13 +18,13 @@ import pytest
 CHECK = textwrap.dedent(
     """
     import sys
-    import channelconv, channelconv.cli, channelconv.convert, channelconv.demo
+    import channelconv, channelconv.apps.cli, channelconv.convert, channelconv.apps.demo
     import channelconv.pruning
     from channelconv._backend import BackendError
     imported = sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow")
     print("TENSORFLOW_MODULES", imported[:3])  # the first few, if any
     try:
-        import channelconv.reference
+        import channelconv.apps.reference
     except BackendError as error:
         print("REFUSED", error)
     """

@@ -8,8 +8,10 @@ command but ``reproduce`` runs on every Keras backend; ``reproduce`` runs
 the answer's TensorFlow code, and on another backend says so (exit 2).
 """
 
+import argparse
 import functools
 import os
+import pathlib
 import re
 import shutil
 import subprocess
@@ -18,7 +20,7 @@ import keras
 import numpy as np
 import pytest
 
-from channelconv import cli, demo, prune_demo
+from channelconv.apps import cli, demo, prune_demo
 from channelconv.mask import random_frozen_mask
 from harness import BACKEND
 
@@ -79,6 +81,52 @@ def test_demo_help_lists_every_option(capsys):
         "--learning-rate", "--seed", "--output", "--verbose",
     ):
         assert option + " " in out
+
+
+# --- docs/cli.md against the parser ---------------------------------------------
+
+CLI_DOC = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+
+
+def _subparsers():
+    parser = cli.build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return parser, commands.choices
+
+
+def _one_line(text):
+    return " ".join(text.split())
+
+
+def test_cli_doc_usage_lines_are_the_parsers():
+    """The first text block of docs/cli.md: one usage per command (continued
+    on indented lines), each the parser's usage without ``usage: ``."""
+    block = re.search(r"```text\n(.*?)```", CLI_DOC, re.S).group(1)
+    documented = [_one_line(u) for u in re.split(r"\n(?=\S)", block.strip())]
+    parser, commands = _subparsers()
+    expected = [_one_line(p.format_usage()).removeprefix("usage: ")
+                for p in [parser, *commands.values()]]
+    assert documented == expected
+
+
+@pytest.mark.parametrize("command", ["reproduce", "demo"])
+def test_cli_doc_option_tables_are_the_parsers(command):
+    """The options table of each command's section in docs/cli.md lists the
+    parser's options, each as its usage shows it, with the parser's default
+    (where the parser has one)."""
+    section = re.search(rf"^## `channelconv {command}`\n(.*?)(?=^## |\Z)", CLI_DOC, re.S | re.M)
+    rows = re.findall(r"^\| `(--[^`]+)` \| ([^|]+) \|", section.group(1), re.M)
+    _, commands = _subparsers()
+    subparser = commands[command]
+    actions = {a.option_strings[0]: a for a in subparser._actions
+               if a.option_strings and a.option_strings[0] != "-h"}
+    assert [option.split()[0] for option, _ in rows] == list(actions)
+    usage = _one_line(subparser.format_usage())
+    for option, default in rows:
+        assert f"[{option}]" in usage or f"[{option} |" in usage or f"| {option}]" in usage, option
+        value = actions[option.split()[0]].default
+        if value is not None:
+            assert default.split()[0].strip("`") == str(value), option
 
 
 USAGE_ERRORS = [
@@ -166,7 +214,7 @@ def test_reproduce_agrees_and_shows_the_defects(capsys):
 
 @pytest.mark.tensorflow
 def test_reproduce_exits_1_when_a_finding_does_not_hold(capsys, monkeypatch):
-    from channelconv import reference
+    from channelconv.apps import reference
 
     # As if a TensorFlow version gave tf.nn.conv2d a default for `strides`.
     monkeypatch.setattr(reference, "run_answer_as_written", lambda: None)
@@ -185,8 +233,8 @@ def test_reproduce_on_another_backend_is_a_one_line_usage_error(capsys):
     out, err = capsys.readouterr()
     assert out == ""
     assert err == (
-        "channelconv reproduce: channelconv.reference (the answer's code, written with "
-        f"tf.nn.conv2d) runs on the TensorFlow backend only; Keras runs on '{BACKEND}' "
+        "channelconv reproduce: channelconv.apps.reference (the answer's code, written "
+        f"with tf.nn.conv2d) runs on the TensorFlow backend only; Keras runs on '{BACKEND}' "
         "(KERAS_BACKEND). Set KERAS_BACKEND=tensorflow to use it. The channelconv "
         "layers, conversions and pruning run on every backend.\n"
     )

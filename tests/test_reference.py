@@ -1,6 +1,6 @@
 """The transcribed StackOverflow answer: faithful, and its defects are real.
 
-Every claim of ``channelconv.reference.AnswerConv2D``'s docstring is checked
+Every claim of ``channelconv.apps.reference.AnswerConv2D``'s docstring is checked
 here against the transcription itself, TensorFlow, and Keras's own
 ``Conv2D`` / ``DepthwiseConv2D``.
 """
@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 
 from channelconv.layers import ChannelConv2D
-from channelconv.reference import (
+from channelconv.apps.reference import (
     ANSWER_FROZEN,
     ANSWER_SOURCE,
     ANSWER_USAGE,
@@ -27,7 +27,7 @@ from channelconv.reference import (
     channel_conv2d_like_answer,
     run_answer_as_written,
 )
-from channelconv.report import parameter_counts
+from channelconv.apps.report import parameter_counts
 
 SEED_FILE = (
     pathlib.Path(__file__).resolve().parents[2]

@@ -19,7 +19,7 @@ from channelconv.mask import random_frozen_mask
 
 
 try:  # TensorFlow only: channelconv.reference raises an ImportError on other backends
-    from channelconv.reference import AnswerConv2D
+    from channelconv.apps.reference import AnswerConv2D
 except ImportError:
     AnswerConv2D = None
 

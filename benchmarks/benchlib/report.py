@@ -25,7 +25,7 @@ from benchlib.plot import plot
 from benchlib.steps import jit_text
 from benchlib.groups import FAST
 from benchlib.timing import paired, paired_ratio
-from channelconv.report import parameter_counts
+from channelconv.apps.report import parameter_counts
 
 
 def summarize(size, mode, entries, plan):

@@ -13,14 +13,13 @@ from channelconv.layers import storage
 from channelconv.mask import (
     check_size, frozen_to_config, is_boolean_rows, parse_frozen, resolve_frozen,
 )
-from channelconv.ops import REDUCTIONS, add_bias, convolve
+from channelconv.ops import add_bias, convolve
+from channelconv.options import IMPLEMENTATIONS, REDUCTIONS
 from channelconv.plan import make_plan
 from channelconv.sparse import SparseConvolution
 
 # Keras's paddings by rank: only 1-D convolutions have "causal".
 PADDINGS = {1: ("valid", "same", "causal"), 2: ("valid", "same"), 3: ("valid", "same")}
-# ``ops.convolve``'s two, and the two that run a sparse plan.
-IMPLEMENTATIONS = ("fused", "per_channel", "sparse", "auto")
 
 
 class BaseChannelConv(keras.layers.Layer):

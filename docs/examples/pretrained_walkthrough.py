@@ -24,7 +24,7 @@ import tensorflow as tf
 import channelconv
 from channelconv.convert import convert_model, strip
 from channelconv.plot import plot_kernel_mask
-from channelconv.report import parameter_counts
+from channelconv.apps.report import parameter_counts
 
 
 def stripes(n, seed):

@@ -24,30 +24,17 @@ import os
 import keras
 import numpy as np
 
-from channelconv.answer import ANSWER_FROZEN
-from channelconv.layers import ChannelConv2D
-from channelconv.mask import parse_frozen, random_frozen_mask, resolve_frozen
-from channelconv.plot import plot_kernel_mask
-from channelconv.report import Report, parameter_counts
+from channelconv import ChannelConv2D, plot_kernel_mask, random_frozen_mask
+from channelconv.apps.answer import ANSWER_FROZEN
+from channelconv.apps.defaults import DEMO as DEFAULTS
+from channelconv.apps.report import Report, parameter_counts
+from channelconv.mask import parse_frozen, resolve_frozen
 
 #: The question's model: 3 input channels, 16 filters per layer.
 IN_CHANNELS = 3
 FILTERS = 16
 #: Held-out images on which the initial and final loss are measured.
 EVAL_IMAGES = 256
-#: Default settings of :func:`run` and of ``channelconv demo``; they finish
-#: in about 15 s on 2 CPU cores.
-DEFAULTS = dict(
-    epochs=10,
-    steps_per_epoch=50,
-    batch_size=32,
-    image_size=16,
-    kernel_size=3,
-    learning_rate=5e-3,
-    seed=0,
-    output="channelconv_demo.keras",
-    verbose=1,
-)
 
 
 def first_layer_mask(frozen=None, frozen_count=None, seed=0):

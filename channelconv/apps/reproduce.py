@@ -1,7 +1,7 @@
 """``channelconv reproduce``: the StackOverflow answer, replayed and checked.
 
 :func:`run` executes the answer's code as written, builds its model both
-ways (the transcribed :class:`~channelconv.reference.AnswerConv2D` and the
+ways (the transcribed :class:`~channelconv.apps.reference.AnswerConv2D` and the
 equivalent :class:`~channelconv.ChannelConv2D`), prints their summaries side
 by side, shows which filters a gradient step reaches, and compares
 ``ChannelConv2D``'s two reductions with Keras ``Conv2D`` and
@@ -15,11 +15,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from channelconv import reference
-from channelconv.convert import to_keras_layer
-from channelconv.layers import ChannelConv2D
-from channelconv.answer import ANSWER_COUNTS, ANSWER_FROZEN
-from channelconv.report import Report, parameter_counts
+from channelconv import ChannelConv2D, to_keras_layer
+from channelconv.apps import reference
+from channelconv.apps.answer import ANSWER_COUNTS, ANSWER_FROZEN
+from channelconv.apps.report import Report, parameter_counts
 
 #: Tolerance of the float32 comparisons with the Keras layers.
 RTOL = ATOL = 1e-5
@@ -65,7 +64,7 @@ def _section_as_written(report):
     )
     report.say(
         f"   tf.nn.conv2d has no default for `strides`: {mark}",
-        "   The transcription channelconv.reference.AnswerConv2D adds "
+        "   The transcription channelconv.apps.reference.AnswerConv2D adds "
         "strides=1 and changes nothing else.",
         "",
     )

@@ -2,7 +2,7 @@
 
 Plain Python, on every backend: ``channelconv demo`` freezes the answer's
 kernels (:data:`ANSWER_FROZEN`) whatever Keras runs on. Running the
-answer's code needs TensorFlow; that is :mod:`channelconv.reference`.
+answer's code needs TensorFlow; that is :mod:`channelconv.apps.reference`.
 """
 
 #: The answer's layer exactly as published (2019-12-23), indentation included.

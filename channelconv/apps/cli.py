@@ -1,10 +1,15 @@
 """The ``channelconv`` command: argument parsing and dispatch.
 
 ``channelconv reproduce`` replays the StackOverflow answer and checks its
-defects (:mod:`channelconv.reproduce`); ``channelconv demo`` trains the
-question's model with frozen kernels (:mod:`channelconv.demo`);
+defects (:mod:`channelconv.apps.reproduce`); ``channelconv demo`` trains
+the question's model with frozen kernels (:mod:`channelconv.apps.demo`);
 ``channelconv prune-demo`` prunes kernels in training on scikit-learn's
-digits (:mod:`channelconv.prune_demo`). See ``docs/cli.md``.
+digits (:mod:`channelconv.apps.prune_demo`). See ``docs/cli.md``.
+
+Building the parser imports neither Keras nor a backend (its choices and
+defaults come from :mod:`channelconv.options` and
+:mod:`channelconv.apps.defaults`), so that ``channelconv --help`` and usage
+errors are immediate; a command imports its module when it runs.
 
 Exit codes: 0 success, 1 a check failed or the model could not be saved,
 2 a usage error (bad option value, unwritable output path), 130 interrupted.
@@ -14,12 +19,8 @@ import argparse
 import os
 import sys
 
-from channelconv import demo, prune_demo
-from channelconv._backend import BackendError
-from channelconv.demo import DEFAULTS
-from channelconv.layers.base import IMPLEMENTATIONS
-from channelconv.ops import REDUCTIONS
-from channelconv.report import EXIT_FAILED
+from channelconv.apps import defaults
+from channelconv.options import IMPLEMENTATIONS, REDUCTIONS
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -106,8 +107,8 @@ def build_parser():
     """The ``channelconv`` argument parser.
 
     Returns:
-        An ``argparse.ArgumentParser`` with the subcommands ``reproduce``
-        and ``demo``.
+        An ``argparse.ArgumentParser`` with the subcommands ``reproduce``,
+        ``demo`` and ``prune-demo``.
 
     Example:
 
@@ -160,6 +161,7 @@ def build_parser():
             "saves the model and reloads it. Exits 0 when every check holds."
         ),
     )
+    demo_defaults = defaults.DEMO
     which = demo_parser.add_mutually_exclusive_group()
     which.add_argument(
         "--frozen", type=_pairs, metavar="C:F[,C:F...]",
@@ -181,46 +183,46 @@ def build_parser():
         help="implementation of all three layers (default: fused)",
     )
     demo_parser.add_argument(
-        "--epochs", type=_int_at_least(1), default=DEFAULTS["epochs"],
+        "--epochs", type=_int_at_least(1), default=demo_defaults["epochs"],
         help="training epochs (default: %(default)s)",
     )
     demo_parser.add_argument(
         "--steps-per-epoch", type=_int_at_least(1),
-        default=DEFAULTS["steps_per_epoch"], metavar="N",
+        default=demo_defaults["steps_per_epoch"], metavar="N",
         help="batches per epoch; the training set has N x batch size "
         "images (default: %(default)s)",
     )
     demo_parser.add_argument(
-        "--batch-size", type=_int_at_least(1), default=DEFAULTS["batch_size"],
+        "--batch-size", type=_int_at_least(1), default=demo_defaults["batch_size"],
         metavar="N", help="images per batch (default: %(default)s)",
     )
     demo_parser.add_argument(
-        "--image-size", type=_int_at_least(1), default=DEFAULTS["image_size"],
+        "--image-size", type=_int_at_least(1), default=demo_defaults["image_size"],
         metavar="N",
         help="height and width of the generated images; at least "
         "3 x (kernel size - 1) + 1 (default: %(default)s)",
     )
     demo_parser.add_argument(
-        "--kernel-size", type=_int_at_least(1), default=DEFAULTS["kernel_size"],
+        "--kernel-size", type=_int_at_least(1), default=demo_defaults["kernel_size"],
         metavar="K", help="kernel height and width (default: %(default)s)",
     )
     demo_parser.add_argument(
         "--learning-rate", type=_positive_float,
-        default=DEFAULTS["learning_rate"], metavar="LR",
+        default=demo_defaults["learning_rate"], metavar="LR",
         help="Adam learning rate (default: %(default)s)",
     )
     demo_parser.add_argument(
-        "--seed", type=_int_at_least(0), default=DEFAULTS["seed"],
+        "--seed", type=_int_at_least(0), default=demo_defaults["seed"],
         help="seed of the weights, the images and --frozen-count "
         "(default: %(default)s)",
     )
     demo_parser.add_argument(
-        "--output", type=_keras_path, default=DEFAULTS["output"],
+        "--output", type=_keras_path, default=demo_defaults["output"],
         metavar="PATH.keras",
         help="where to save the trained model (default: %(default)s)",
     )
     demo_parser.add_argument(
-        "--verbose", type=int, choices=(0, 1, 2), default=DEFAULTS["verbose"],
+        "--verbose", type=int, choices=(0, 1, 2), default=demo_defaults["verbose"],
         help="model.fit verbosity: 0 silent, 1 progress bar, 2 one line per "
         "epoch (default: %(default)s)",
     )
@@ -238,22 +240,23 @@ def build_parser():
             "hold. Needs scikit-learn (pip install 'channelconv[demo]')."
         ),
     )
-    defaults = prune_demo.DEFAULTS
-    prune_parser.add_argument("--seeds", type=_int_at_least(1), default=defaults["seeds"],
+    prune_defaults = defaults.PRUNE_DEMO
+    prune_parser.add_argument("--seeds", type=_int_at_least(1), default=prune_defaults["seeds"],
                               metavar="N", help="runs per case (default: %(default)s)")
     prune_parser.add_argument("--dense-epochs", type=_int_at_least(1),
-                              default=defaults["dense_epochs"], metavar="N",
+                              default=prune_defaults["dense_epochs"], metavar="N",
                               help="epochs of dense training (default: %(default)s)")
     prune_parser.add_argument("--finetune-epochs", type=_int_at_least(1),
-                              default=defaults["finetune_epochs"], metavar="N",
+                              default=prune_defaults["finetune_epochs"], metavar="N",
                               help="epochs of pruning and fine-tuning (default: %(default)s)")
     prune_parser.add_argument("--batch-size", type=_int_at_least(1),
-                              default=defaults["batch_size"], metavar="N",
+                              default=prune_defaults["batch_size"], metavar="N",
                               help="images per batch (default: %(default)s)")
-    prune_parser.add_argument("--plot", default=defaults["plot"], metavar="PATH.png",
+    prune_parser.add_argument("--plot", default=prune_defaults["plot"], metavar="PATH.png",
                               help="where to save the accuracy plot; '' for none "
                               "(default: %(default)s)")
-    prune_parser.add_argument("--verbose", type=int, choices=(0, 1), default=defaults["verbose"],
+    prune_parser.add_argument("--verbose", type=int, choices=(0, 1),
+                              default=prune_defaults["verbose"],
                               help="1: a progress bar (default: %(default)s)")
     return parser
 
@@ -282,6 +285,8 @@ def main(argv=None):
         if args.command == "reproduce":
             return _reproduce(args)
         if args.command == "prune-demo":
+            from channelconv.apps import prune_demo
+
             return prune_demo.run(
                 seeds=args.seeds, dense_epochs=args.dense_epochs,
                 finetune_epochs=args.finetune_epochs, batch_size=args.batch_size,
@@ -295,8 +300,10 @@ def main(argv=None):
 
 def _reproduce(args):
     """``channelconv reproduce``: TensorFlow only (it runs the answer's code)."""
+    from channelconv._backend import BackendError
+
     try:
-        from channelconv import reproduce
+        from channelconv.apps import reproduce
     except BackendError as error:
         print(f"channelconv reproduce: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -304,6 +311,9 @@ def _reproduce(args):
 
 
 def _demo(args):
+    from channelconv.apps import demo
+    from channelconv.apps.report import EXIT_FAILED
+
     demo_parser = args.subparser
     try:
         mask = demo.first_layer_mask(args.frozen, args.frozen_count, args.seed)

@@ -3,7 +3,7 @@
 The question (see ``docs/reproduction.md``) asks how to train
 ``Conv2D(16, k)`` on 3 input channels with 5 of its 48 kernels held at
 exactly zero. Its one answer proposes a custom layer, ``CustomConv2D``;
-:data:`~channelconv.answer.ANSWER_SOURCE` holds it verbatim and
+:data:`~channelconv.apps.answer.ANSWER_SOURCE` holds it verbatim and
 :class:`AnswerConv2D` is the same code with the one change it needs to run
 today. TensorFlow only: importing this module on another Keras backend
 raises :class:`channelconv._backend.BackendError`. The helpers below
@@ -16,19 +16,19 @@ import io
 
 from channelconv._backend import require_tensorflow
 
-require_tensorflow("channelconv.reference (the answer's code, written with tf.nn.conv2d)")
+require_tensorflow("channelconv.apps.reference (the answer's code, written with tf.nn.conv2d)")
 
 import numpy as np  # noqa: E402 - after the backend check
 import tensorflow as tf  # noqa: E402
 from keras.layers import Layer  # noqa: E402
 
-from channelconv.answer import (  # noqa: E402,F401 - the answer's data, re-exported
+from channelconv.apps.answer import (  # noqa: E402,F401 - the answer's data, re-exported
     ANSWER_COUNTS,
     ANSWER_FROZEN,
     ANSWER_SOURCE,
     ANSWER_USAGE,
 )
-from channelconv.layers import ChannelConv2D  # noqa: E402
+from channelconv import ChannelConv2D  # noqa: E402
 
 
 class AnswerConv2D(Layer):

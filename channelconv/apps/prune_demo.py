@@ -17,12 +17,11 @@ import time
 import keras
 import numpy as np
 
-from channelconv.layers import ChannelConv2D
-from channelconv.pruning import GRANULARITIES, KernelPruning, PolynomialDecay, condense
-from channelconv.report import Report
+from channelconv import ChannelConv2D, KernelPruning, PolynomialDecay, condense
+from channelconv.apps.defaults import PRUNE_DEMO as DEFAULTS
+from channelconv.apps.report import Report
+from channelconv.pruning import GRANULARITIES
 
-DEFAULTS = dict(seeds=3, dense_epochs=40, finetune_epochs=20, batch_size=64,
-                plot="prune_demo.png", verbose=1)
 SPARSITIES = (0.5, 0.75)
 GROUPS = 4
 PRUNED = ("c2", "c3")  # the two larger convolutions (c1 has one input channel)
