@@ -51,7 +51,7 @@ baseline):
 - concat semantics: ``keras.layers.DepthwiseConv2D(depth_multiplier=filters)``
   (the baseline), ``ChannelConv2D(reduction="concat")`` fused and
   per_channel, and the StackOverflow answer's layer
-  (:class:`channelconv.reference.AnswerConv2D`) where its fixed shape
+  (:class:`channelconv.apps.reference.AnswerConv2D`) where its fixed shape
   applies (3 input channels, 16 filters);
 - a training step (forward, backward and Adam update in one compiled
   ``tf.function``, one ``jax.jit`` function, or eagerly on PyTorch) and an

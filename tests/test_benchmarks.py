@@ -250,7 +250,7 @@ def test_adam_state_is_two_float32_per_trainable_parameter(tiny_run, reduction, 
     _, result, _, _ = tiny_run
     rank = rank_of(result)
     if variant == "AnswerConv2D" and (cases.AnswerConv2D is None or rank != 2):
-        pytest.skip("channelconv.reference.AnswerConv2D is 2-D and optional")
+        pytest.skip("channelconv.apps.reference.AnswerConv2D is 2-D and optional")
     name = variant if isinstance(variant, str) else names(rank)[reduction][variant]
     params = params(K**rank)  # kernel elements per (channel, filter) kernel
     assert MASK.sum() == N_FROZEN

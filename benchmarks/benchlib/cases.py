@@ -18,7 +18,7 @@ from channelconv import ChannelConv1D, ChannelConv2D, ChannelConv3D
 from channelconv.mask import random_frozen_mask
 
 
-try:  # TensorFlow only: channelconv.reference raises an ImportError on other backends
+try:  # TensorFlow only: channelconv.apps.reference raises an ImportError on other backends
     from channelconv.apps.reference import AnswerConv2D
 except ImportError:
     AnswerConv2D = None

@@ -330,9 +330,9 @@ def markdown(result):
                 f"**{len(retraced)} functions were traced more than once**"),
     ]
     if backend_of(env) != "tensorflow":
-        lines.append("- `AnswerConv2D` (`channelconv.reference`) is TensorFlow-only: not timed")
+        lines.append("- `AnswerConv2D` (`channelconv.apps.reference`) is TensorFlow-only: not timed")
     elif not env.get("answer_layer", True):
-        lines.append("- `channelconv.reference.AnswerConv2D` was not importable: not timed")
+        lines.append("- `channelconv.apps.reference.AnswerConv2D` was not importable: not timed")
     lines += _timing_tables(records)
     lines += _target_tables(result["targets"], rank_of(records))
     lines += _state_tables(records)
