@@ -12,12 +12,13 @@ does, the counts are the schedule's) and reports the rest. See
 ``docs/pruning.md``.
 """
 
-import time
+import functools
 
 import keras
 import numpy as np
 
 from channelconv import ChannelConv2D, KernelPruning, PolynomialDecay, condense
+from channelconv.apps import timing
 from channelconv.apps.defaults import PRUNE_DEMO as DEFAULTS
 from channelconv.apps.report import Report
 from channelconv.pruning import GRANULARITIES
@@ -111,16 +112,8 @@ def prune_run(dense, data, granularity, sparsity, epochs, batch_size, seed, rand
 
 def _inference_ms(models, x, rounds=30):
     """Median ms of ``predict_on_batch(x)`` for each model, in interleaved rounds."""
-    for model in models:
-        for _ in range(3):
-            model.predict_on_batch(x)
-    times = [[] for _ in models]
-    for _ in range(rounds):
-        for i, model in enumerate(models):
-            start = time.perf_counter()
-            model.predict_on_batch(x)
-            times[i].append(time.perf_counter() - start)
-    return [1e3 * float(np.median(t)) for t in times]
+    calls = {i: functools.partial(model.predict_on_batch, x) for i, model in enumerate(models)}
+    return list(timing.medians(timing.interleaved(calls, rounds, warmup=3), scale=1e3).values())
 
 
 def run(seeds=DEFAULTS["seeds"], dense_epochs=DEFAULTS["dense_epochs"],
