@@ -120,11 +120,8 @@ def test_onednn_setting_falls_back_to_the_environment(bench, monkeypatch):
     def missing():
         raise ImportError("private API moved")
 
-    import benchlib.environment
-
-    monkeypatch.setattr(benchlib.environment, "_tensorflow_onednn", missing)
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
-    setting = bench.onednn_setting()
+    setting = bench.onednn_setting(probe=missing)
     assert setting["onednn"] is False
     assert "TF_ENABLE_ONEDNN_OPTS only" in setting["onednn_source"]
 
@@ -288,7 +285,7 @@ def bench_routing():
 @pytest.mark.parametrize("forced", [False, True], ids=["as-routed", "rewrite-forced"])
 def test_routing_benchmark_times_the_path_it_names(bench_routing, forced):
     """The "rewrite forced" variant really traces the equal-stride rewrite."""
-    from channelconv import routing
+    from channelconv import _backend
 
     layer = bench_routing._ours("concat", 3, 2, strides=(2, 1), padding="same")
     x = tf.zeros((1, 8, 8, 3))
@@ -300,7 +297,7 @@ def test_routing_benchmark_times_the_path_it_names(bench_routing, forced):
         for op in graph.get_operations()
         if op.type == "DepthwiseConv2dNative"
     ]
-    native = routing._native_unequal_strides() and not forced
+    native = _backend.native_unequal_strides() and not forced
     assert strides == ([(1, 2, 1, 1)] if native else [(1, 2, 2, 1)])
 
 
