@@ -45,7 +45,7 @@ from benchlib.environment import environment, onednn_setting, onednn_text  # noq
 from benchlib.report import fmt_ms, table, write_setting_reports  # noqa: E402
 from benchlib.steps import make_step  # noqa: E402
 from benchlib.timing import interleaved, summary  # noqa: E402
-from channelconv import ChannelConv2D, random_frozen_mask, routing  # noqa: E402
+from channelconv import ChannelConv2D, _backend, random_frozen_mask, routing  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 ROUNDS, WARMUP = 25, 3
@@ -65,12 +65,8 @@ def _ours(reduction, channels, filters, **kwargs):
 @contextlib.contextmanager
 def _rewrite_forced():
     """Makes the routing take the equal-stride rewrite while a step traces."""
-    native = routing._native_unequal_strides
-    routing._native_unequal_strides = lambda dtype="float32": False
-    try:
+    with routing.unequal_strides_setting("rewrite"):
         yield
-    finally:
-        routing._native_unequal_strides = native
 
 
 def channels_first_groups():
@@ -103,7 +99,7 @@ def strides_groups():
             ("ChannelConv2D (2, 1), as routed", ours(), False),
             ("ChannelConv2D (2, 1), rewrite forced", ours(), True),
         ]
-        if routing._native_unequal_strides():
+        if _backend.native_unequal_strides():
             variants.append(("DepthwiseConv2D (2, 1)",
                              _keras("concat", filters, strides=(2, 1), padding="same"), False))
         groups.append((f"concat {channels}x{filters}, {image}x{image}", batch, image, channels,

@@ -25,10 +25,10 @@ def convolve(
 ):
     """Convolves ``inputs`` with a full kernel, per input channel.
 
-    Runs on every CPU, with oneDNN on or off, for every option: the
-    convolutions go through :mod:`channelconv.routing`, which rewrites what
-    a backend kernel refuses (``channels_first`` on TensorFlow's CPU kernels,
-    unequal depthwise strides without oneDNN) into what it accepts.
+    Runs on every backend and CPU, with oneDNN on or off, for every option:
+    the convolutions go through :mod:`channelconv.routing`, which runs them
+    channels-last through the backend facade (:mod:`channelconv._backend`),
+    where what a backend's kernels refuse is rewritten into what they accept.
 
     Args:
         inputs: tensor of rank ``len(kernel_size) + 2``.
@@ -121,13 +121,8 @@ def _tuple(value, rank):
 def add_bias(outputs, bias, data_format="channels_last"):
     """Adds a per-channel ``bias`` to the output of a convolution.
 
-    With ``channels_first`` the bias is reshaped to ``(channels, 1, ...)``
-    so that it broadcasts along the channel axis. On TensorFlow this is
-    ``tf.nn.bias_add`` with the data format stated explicitly instead:
-    ``keras.ops.add`` there guesses the channel axis of a bias-shaped
-    operand from the sizes alone and, with ``channels_first``, adds the bias
-    along the last spatial axis whenever that axis has as many entries as
-    there are channels (Keras 3.15).
+    The bias goes along the channel axis of ``data_format``, whatever the
+    sizes of the other axes (:func:`channelconv._backend.bias_add`).
 
     Args:
         outputs: tensor of rank >= 3 in ``data_format``.
@@ -146,12 +141,4 @@ def add_bias(outputs, bias, data_format="channels_last"):
     >>> ops.convert_to_numpy(y)[0, :, 0, :].tolist()
     [[1.0, 1.0], [2.0, 2.0]]
     """
-    bias = ops.cast(bias, outputs.dtype)
-    if _backend.is_tensorflow():
-        import tensorflow as tf
-
-        tf_format = "N...C" if data_format == "channels_last" else "NC..."
-        return tf.nn.bias_add(outputs, bias, data_format=tf_format)
-    if data_format == "channels_first":
-        bias = ops.reshape(bias, (-1,) + (1,) * (len(outputs.shape) - 2))
-    return ops.add(outputs, bias)
+    return _backend.bias_add(outputs, ops.cast(bias, outputs.dtype), data_format)

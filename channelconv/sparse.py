@@ -27,7 +27,8 @@ class SparseConvolution:
 
     Example: a grouped convolution's kernels, as two blocks.
 
-    >>> import numpy as np, tensorflow as tf
+    >>> import numpy as np
+    >>> from keras import ops
     >>> from channelconv.plan import make_plan
     >>> zero = np.kron(1 - np.eye(2), np.ones((2, 3))).astype(bool)  # 4 -> 6
     >>> plan = make_plan(zero, (1, 1))
@@ -35,16 +36,17 @@ class SparseConvolution:
     >>> kernel = np.arange(24, dtype="float32").reshape(1, 1, 4, 6) * ~zero
     >>> blocks = kernel.reshape(1, 1, -1)[..., plan.kernel_numbers]
     >>> x = np.ones((1, 2, 2, 4), "float32")
+    >>> expected = np.einsum("bhwc,cf->bhwf", x, kernel[0, 0])  # the dense 1x1 convolution
     >>> y = run(x, blocks, strides=1, padding="valid", dilation_rate=1,
     ...         data_format="channels_last")
-    >>> np.array_equal(y, tf.nn.conv2d(x, kernel, 1, "VALID"))
+    >>> np.array_equal(ops.convert_to_numpy(y), expected)
     True
     >>> bias = np.arange(6, dtype="float32")
     >>> y = run(x.transpose(0, 3, 1, 2), blocks, bias, strides=1, padding="valid",
     ...         dilation_rate=1, data_format="channels_first")
-    >>> expected = tf.nn.conv2d(x, kernel, 1, "VALID")[0, 0, 0] + bias
-    >>> y.shape, np.array_equal(y[0, :, 0, 0], expected)
-    (TensorShape([1, 6, 2, 2]), True)
+    >>> y = ops.convert_to_numpy(y)
+    >>> y.shape, np.array_equal(y[0, :, 0, 0], expected[0, 0, 0] + bias)
+    ((1, 6, 2, 2), True)
     """
 
     def __init__(self, plan, kernel_size):
@@ -58,9 +60,9 @@ class SparseConvolution:
         widths = [len(b.channels) * b.width if self._depthwise else b.width for b in blocks]
         self._place = LastAxisTake(plan.output_index, widths or [1])
         # With every output computed by a block, each block adds its own
-        # part of the bias right after its convolution, where TensorFlow's
-        # CPU kernels fuse the two (as for a dense Conv2D); otherwise the
-        # bias is added once, after the placement.
+        # part of the bias right after its convolution, where a backend can
+        # fuse the two (TensorFlow's CPU kernels do, as for a dense Conv2D);
+        # otherwise the bias is added once, after the placement.
         self._bias_per_block = not self._depthwise and bool(blocks) and bool(
             (plan.output_index >= 0).all()
         )

@@ -3,23 +3,20 @@
 :class:`LastAxisTake` is ``concat(values, -1)[..., index]`` where an index
 of ``-1`` stands for a zero entry. The kernel assembly
 (:mod:`channelconv.assembly`) uses it to make kernels from the compact
-variables; the sparse implementation (:func:`channelconv.ops.convolve_sparse`)
+variables; the sparse implementation (:class:`channelconv.sparse.SparseConvolution`)
 to pick the channels each block reads and to put the blocks' outputs back in
 order.
 
-Written with ``keras.ops``, it runs on every Keras backend. On JAX and
-PyTorch it is ``keras.ops.take``, whose gradient (a scatter-add) is exact
-and sums over repetitions. On TensorFlow both ways are a gather compiled
-with XLA as a small cluster of its own, whatever the caller compiles, with
-the inverse gather as its custom gradient: TensorFlow's own CPU gather
-costs 2.3 to 4.2 ns per value, XLA's 0.7 to 1.8 ns, and its gradient of a
-gather is a slower segment sum (``benchmarks/bench_assembly.py``). The
-inverse gather is exact (no summation) when no source entry is taken twice;
-an entry taken ``r`` times gets the sum of its ``r`` incoming gradients,
-one inverse gather per repetition.
+The index and its inverses are made here, once, with NumPy; the gather is
+the backend facade's (:func:`channelconv._backend.take_last_axis`). On JAX
+and PyTorch it is ``keras.ops.take``, whose gradient (a scatter-add) is exact
+and sums over repetitions. On TensorFlow it is a gather compiled with XLA,
+with the inverse gather as its gradient (why: ``docs/performance.md``,
+"Where the fused path's extra time goes"). The inverse gather is exact (no
+summation) when no source entry is taken twice; an entry taken ``r`` times
+gets the sum of its ``r`` incoming gradients, one inverse gather per
+repetition.
 """
-
-import functools
 
 import numpy as np
 from keras import ops
@@ -31,8 +28,8 @@ class LastAxisTake:
     """``concat(values, -1)[..., index]``, ``-1`` for zero, differentiable.
 
     Made once from the index (NumPy, when a layer is built); calling it
-    concatenates its arguments along the last axis and takes from them,
-    in one XLA-compiled gather each way.
+    concatenates its arguments along the last axis and takes from them
+    (on TensorFlow in one XLA-compiled gather each way).
 
     Args:
         index: 1-D ints in ``[-1, sum(sizes))``; ``-1`` gives a zero entry.
@@ -93,65 +90,13 @@ class LastAxisTake:
         if self.identity:  # a concatenation; empty parts after the first add nothing
             kept = values[:1] + [v for v, size in zip(values[1:], self.sizes[1:]) if size]
             return kept[0] if len(kept) == 1 else ops.concatenate(kept, axis=-1)
-        if _backend.is_tensorflow():
-            return self._tensorflow_take(values)
-        return _take(values, *self._forward)
-
-    def _tensorflow_take(self, values):
-        """The take on TensorFlow: XLA-compiled, the inverse gather as gradient."""
-        import tensorflow as tf
-
-        compiled = _compiled_take()
-        values = [tf.convert_to_tensor(v) for v in values]  # variables read outside
-
-        def apply(parts, index_and_pad):
-            index, pad = index_and_pad
-            return compiled(list(parts), ops.convert_to_tensor(index), pad)
-
-        @ops.custom_gradient
-        def reorder(*parts):
-            def grad(*upstream, **unused):
-                grads = []
-                for part, inverses in zip(parts, self._inverses):
-                    terms = [apply([upstream[0]], inverse) for inverse in inverses]
-                    total = functools.reduce(ops.add, terms)
-                    grads.append(ops.cast(total, part.dtype))
-                return grads
-
-            return apply(parts, self._forward), grad
-
-        return reorder(*values)
-
-
-@functools.lru_cache(maxsize=None)
-def _compiled_take():
-    """The XLA-compiled :func:`_take`, one for the process (TensorFlow).
-
-    Shared by every :class:`LastAxisTake`: the index is an argument, so a
-    take of the same shapes and dtypes as one compiled before (the same
-    layer shape again, in a network or in a new model) reuses its XLA
-    program instead of compiling its own. It halved the time of the
-    numerics and gradient tests, whose layers repeat a few shapes. TensorFlow
-    keeps each shape's program for the life of the process.
-    """
-    import tensorflow as tf
-
-    return tf.function(_take, jit_compile=True, autograph=False)
+        return _backend.take_last_axis(values, self._forward, self._inverses)
 
 
 def _with_zero_slot(index, total):
     """``index`` with ``-1`` as ``total`` (where a zero is appended), and whether any is."""
     pad = bool((index < 0).any())  # a zero column costs a copy: only if needed
     return (np.where(index < 0, total, index).astype(np.int32) if pad else index), pad
-
-
-def _take(parts, index, pad):
-    """``concat(parts)[..., index]``; with ``pad``, a zero entry is appended first."""
-    if pad:
-        shape = ops.shape(parts[0])
-        parts = list(parts) + [ops.zeros((*shape[:-1], 1), dtype=parts[0].dtype)]
-    values = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
-    return ops.take(values, index, axis=-1)
 
 
 def _occurrence(values):

@@ -117,17 +117,14 @@ def onednn_enabled():
     """Whether TensorFlow runs its oneDNN CPU kernels in this process.
 
     TensorFlow turns oneDNN on by default on CPUs with AVX-512 and off on
-    others; ``TF_ENABLE_ONEDNN_OPTS`` overrides it. The answer comes from
-    TensorFlow itself (a private function, the only one that knows), with
-    the environment variable as the fallback.
+    others; ``TF_ENABLE_ONEDNN_OPTS`` overrides it. The answer is the
+    backend facade's (:func:`channelconv._backend.onednn_setting`, shared
+    with the benchmarks): TensorFlow's own, the environment variable where
+    TensorFlow cannot say, and ``False`` on other backends.
     """
-    try:
-        from tensorflow.python.util import _pywrap_util_port
-    except ImportError:  # pragma: no cover - private API moved
-        import os
+    from channelconv import _backend
 
-        return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") == "1"
-    return bool(_pywrap_util_port.IsMklEnabled())
+    return bool(_backend.onednn_setting()["onednn"])
 
 
 def keras_can_run(conv):

@@ -161,11 +161,8 @@ def test_onednn_setting_falls_back_to_the_environment(monkeypatch):
     def missing():
         raise ImportError("private API moved")
 
-    import benchlib.environment
-
-    monkeypatch.setattr(benchlib.environment, "_tensorflow_onednn", missing)
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
-    setting = benchlib.environment.onednn_setting()
+    setting = benchlib.environment.onednn_setting(probe=missing)
     assert setting["onednn"] is False
     assert "TF_ENABLE_ONEDNN_OPTS only" in setting["onednn_source"]
 
@@ -323,7 +320,7 @@ def test_routing_benchmark_times_the_path_it_names(forced):
     """The "rewrite forced" variant really traces the equal-stride rewrite."""
     import tensorflow as tf
 
-    from channelconv import routing
+    from channelconv import _backend
 
     bench_routing = load("bench_routing")
     layer = bench_routing._ours("concat", 3, 2, strides=(2, 1), padding="same")
@@ -336,7 +333,7 @@ def test_routing_benchmark_times_the_path_it_names(forced):
         for op in graph.get_operations()
         if op.type == "DepthwiseConv2dNative"
     ]
-    native = routing._native_unequal_strides() and not forced
+    native = _backend.native_unequal_strides() and not forced
     assert strides == ([(1, 2, 1, 1)] if native else [(1, 2, 2, 1)])
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from channelconv import ChannelConv2D, ops, routing
+from channelconv import ChannelConv2D, _backend, ops, routing
 from harness import numpy_conv, onednn_enabled, to_numpy
 
 pytestmark = pytest.mark.numerics
@@ -57,10 +57,8 @@ def test_depthwise_unequal_strides_match_numpy(path, kernel_size, shape, strides
     """``dispatched``: whatever runs here (native with oneDNN); ``rewritten``:
     the equal-stride rewrite itself, whatever the kernels."""
     x, kernel = _data(shape, kernel_size + (shape[-1], 2))
-    if path == "dispatched":
-        y = routing.depthwise_conv(x, kernel, strides, padding, (1, 1))
-    else:
-        y = routing._phased_depthwise_conv(x, kernel, strides, padding)
+    choice = "auto" if path == "dispatched" else "rewrite"
+    y = routing.depthwise_conv(x, kernel, strides, padding, (1, 1), unequal_strides=choice)
     expected = numpy_conv(x, kernel, "concat", strides, padding)
     assert tuple(y.shape) == expected.shape
     np.testing.assert_allclose(to_numpy(y), expected, atol=ATOL, rtol=RTOL)
@@ -170,9 +168,9 @@ def test_native_unequal_strides_only_with_onednn(dtype):
     float32 kernel takes them. (Whether oneDNN runs float16 and bfloat16
     depends on the CPU; either way the routed result is tested below.)"""
     if not onednn_enabled():
-        assert not routing._native_unequal_strides(dtype)
+        assert not _backend.native_unequal_strides(dtype)
     elif dtype == "float32":
-        assert routing._native_unequal_strides(dtype)
+        assert _backend.native_unequal_strides(dtype)
     else:
         pytest.skip(f"whether oneDNN runs {dtype} depends on the CPU")
 

@@ -87,3 +87,38 @@ def test_wrong_number_of_parts():
     with pytest.raises(ValueError, match=r"Expected 2 tensors\. Received: 1\."):
         LastAxisTake([0], (1, 1))(np.zeros((1, 1), "float32"))
 
+
+
+@pytest.mark.tensorflow
+def test_layers_of_many_shapes_log_no_retracing_warning():
+    """Each signature of the shared XLA take is traced once, by design: eager
+    calls of layers of many shapes (``channelconv reproduce``, ``prune-demo``)
+    must not make TensorFlow warn about frequent retracing."""
+    import logging
+
+    from channelconv import ChannelConv1D, ChannelConv2D, ChannelConv3D, grouped_frozen_mask
+
+    messages = []
+
+    class Capture(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    handler = Capture(level=logging.WARNING)
+    logger = logging.getLogger("tensorflow")
+    logger.addHandler(handler)
+    try:
+        rng = np.random.default_rng(0)
+        for channels, filters in [(3, 4), (5, 6), (4, 8), (6, 3), (7, 5), (8, 8)]:
+            for layer_class, spatial in [(ChannelConv1D, (9,)), (ChannelConv2D, (7, 6)),
+                                         (ChannelConv3D, (5, 4, 4))]:
+                frozen = rng.random((channels, filters)) < 0.3
+                layer = layer_class(filters, 3, frozen=frozen, reduction="sum")
+                x = rng.normal(size=(2, *spatial, channels)).astype("float32")
+                vjp(lambda x, layer=layer: layer(x), [x],
+                    rng.normal(size=(2, *(s - 2 for s in spatial), filters)).astype("float32"))
+        sparse = ChannelConv2D(8, 1, frozen=grouped_frozen_mask(8, 8, 2), implementation="sparse")
+        sparse(np.ones((1, 3, 3, 8), "float32"))
+    finally:
+        logger.removeHandler(handler)
+    assert not [m for m in messages if "retracing" in m]

@@ -16,11 +16,6 @@ import keras
 import numpy as np
 
 
-#: How TensorFlow reads ``TF_ENABLE_ONEDNN_OPTS`` (case-insensitive); any
-#: other value, or none, leaves TensorFlow's default for the CPU.
-_ONEDNN_VALUES = {"0": False, "false": False, "1": True, "true": True}
-
-
 def environment(**extra):
     """Backend and versions, CPU kernels, CPU model, core count and date of this run."""
     cpu = "unknown"
@@ -134,40 +129,26 @@ def setting_name(env):
     return f"onednn-{'on' if env['onednn'] else 'off'}"
 
 
-def onednn_setting():
+def onednn_setting(probe=None):
     """Whether TensorFlow runs its oneDNN CPU kernels in this process.
 
     oneDNN changes the dense baselines (``Conv2D``, ``DepthwiseConv2D``), so
-    every run records it. ``TF_ENABLE_ONEDNN_OPTS`` decides when TensorFlow
-    starts (``0`` or ``false`` off, ``1`` or ``true`` on; unset or another
-    value, TensorFlow's default for the CPU: on Linux, on for CPUs with
-    AVX512_VNNI, AVX512_BF16, AVX_VNNI or AMX, off on others). What TensorFlow actually
-    does is asked from its private ``_pywrap_util_port.IsMklEnabled()``; if
-    that cannot be imported or called, the variable alone decides, and
-    ``onednn_source`` says so (``onednn`` is then ``None`` when it is unset).
+    every run records it. The answer is channelconv's one probe,
+    :func:`channelconv._backend.onednn_setting` (shared with the tests):
+    TensorFlow's private ``_pywrap_util_port.IsMklEnabled()``, or, if that
+    cannot be imported or called, ``TF_ENABLE_ONEDNN_OPTS`` alone, and
+    ``onednn_source`` says which (``onednn`` is then ``None`` when it is unset).
+
+    Args:
+        probe: in place of TensorFlow's private function (tests).
 
     Returns:
         ``{"onednn": True, False or None, "onednn_env": the variable's
         value or None, "onednn_source": what "onednn" was read from}``.
     """
-    env = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
-    try:
-        enabled = _tensorflow_onednn()
-        source = "TensorFlow: _pywrap_util_port.IsMklEnabled()"
-    except (ImportError, AttributeError) as error:
-        enabled = _ONEDNN_VALUES.get((env or "").strip().lower())
-        source = (
-            "TF_ENABLE_ONEDNN_OPTS only: TensorFlow's private "
-            f"_pywrap_util_port.IsMklEnabled() is not available ({error})"
-        )
-    return {"onednn": enabled, "onednn_env": env, "onednn_source": source}
+    from channelconv import _backend
 
-
-def _tensorflow_onednn():
-    """``IsMklEnabled()`` of TensorFlow (private API: may be missing)."""
-    from tensorflow.python.util import _pywrap_util_port
-
-    return bool(_pywrap_util_port.IsMklEnabled())
+    return _backend.onednn_setting(probe)
 
 
 def onednn_text(env):

@@ -150,10 +150,8 @@ class BaseChannelConv(keras.layers.Layer):
         self._kernel_shape = self._assembly.kernel_shape
         trainable_pos = self._assembly.trainable_positions
         frozen_pos = self._assembly.frozen_positions
-        if _backend.is_tensorflow():  # checkpoint entries, restored before the variables
-            from channelconv.layers import tf_checkpoint
-
-            tf_checkpoint.track(self, self.kernel_size, frozen_pos.size)
+        # The backend's own checkpoint entries, restored before the variables.
+        _backend.track_checkpoint(self, self.kernel_size, frozen_pos.size)
         view = _TrainableView(self._assembly)
         self.trainable_kernels = self.add_weight(
             name=storage.TRAINABLE,

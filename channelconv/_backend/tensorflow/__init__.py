@@ -1,0 +1,49 @@
+"""The facade's implementation for TensorFlow (imported on that backend only).
+
+Everything channelconv does differently on TensorFlow, each in a module of
+its own:
+
+- :mod:`.convolution`: convolutions of channels-last data that every CPU
+  kernel accepts (oneDNN on or off), and the bias add;
+- :mod:`.phased`: the rewrite of a depthwise convolution with unequal
+  strides into one with equal strides, for TensorFlow's own CPU kernels;
+- :mod:`.take`: the last-axis gather, compiled with XLA, with the inverse
+  gather as its gradient;
+- :mod:`.onednn`: whether TensorFlow runs its oneDNN CPU kernels;
+- :func:`track_checkpoint`: a layer's own ``tf.train.Checkpoint`` entries
+  (:mod:`channelconv.layers.tf_checkpoint`, beside the layers they belong to).
+
+Why each exists, and what it was measured to cost, is in
+``docs/platforms.md`` and ``docs/performance.md`` ("TensorFlow notes").
+"""
+
+from channelconv._backend.tensorflow.convolution import (
+    bias_add,
+    conv,
+    depthwise_conv,
+    native_unequal_strides,
+)
+from channelconv._backend.tensorflow.onednn import onednn_setting
+from channelconv._backend.tensorflow.take import take_last_axis
+
+__all__ = [
+    "bias_add",
+    "conv",
+    "depthwise_conv",
+    "native_unequal_strides",
+    "onednn_setting",
+    "take_last_axis",
+    "track_checkpoint",
+]
+
+
+def track_checkpoint(layer, kernel_size, n_frozen):
+    """Adds ``layer``'s own ``tf.train.Checkpoint`` entries (call in ``build``).
+
+    The entries (the frozen mask, and zeros for frozen kernels that have no
+    variable) are :mod:`channelconv.layers.tf_checkpoint`'s, imported here
+    when a layer is first built: the layers package imports this facade.
+    """
+    from channelconv.layers import tf_checkpoint
+
+    tf_checkpoint.track(layer, kernel_size, n_frozen)
