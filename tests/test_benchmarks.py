@@ -31,6 +31,7 @@ from channelconv.mask import random_frozen_mask
 BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))  # benchlib, as the scripts import it
 
+import benchlib.environment  # noqa: E402
 from benchlib import cases  # noqa: E402
 from benchlib.environment import backend_title, setting_name, versions_text  # noqa: E402
 from benchlib.report import per_channel_scaling, target_checks  # noqa: E402
