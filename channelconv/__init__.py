@@ -25,15 +25,17 @@ import importlib.abc
 import importlib.util
 import sys
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
+    "BackendError",
     "ChannelConv1D",
     "ChannelConv2D",
     "ChannelConv3D",
     "ConstantSparsity",
     "KernelPruning",
     "PolynomialDecay",
+    "SparsePlan",
     "condense",
     "convert_model",
     "from_conv",
@@ -48,11 +50,13 @@ __all__ = [
 
 #: The module each public name comes from.
 _SOURCES = {
+    "channelconv._backend": ("BackendError",),
     "channelconv.convert": (
         "convert_model", "from_conv", "from_conv2d", "strip", "to_keras_layer"
     ),
     "channelconv.layers": ("ChannelConv1D", "ChannelConv2D", "ChannelConv3D"),
     "channelconv.mask": ("grouped_frozen_mask", "random_frozen_mask"),
+    "channelconv.plan": ("SparsePlan",),
     "channelconv.plot": ("plot_kernel_mask",),
     "channelconv.pruning": ("ConstantSparsity", "KernelPruning", "PolynomialDecay", "condense"),
 }
