@@ -3,7 +3,7 @@
 A plan is data, made once when a layer is built, from the frozen-zero mask
 (``(in_channels, filters)``, ``True`` where a kernel is frozen at zero) and
 the kernel size, by :func:`make_plan`; NumPy only. The sparse implementation
-(:func:`channelconv.ops.convolve_sparse`) runs it:
+(:class:`channelconv.sparse.SparseConvolution`) runs it:
 
 - ``reduction="sum"``: each :class:`ConvBlock` is one convolution of the
   input channels it reads with the kernels (those channels x its filters);
@@ -15,31 +15,103 @@ the kernel size, by :func:`make_plan`; NumPy only. The sparse implementation
   of that channel's live kernels (padded with zero kernels to the block's
   multiplier). Output ``c * filters + f`` of a frozen-zero kernel is zero.
 
-The blocks come from a cost model, in multiply-adds per output position
-(one tap of one kernel = 1), calibrated on ``benchmarks/bench_sparse.py``
-(``docs/performance.md``, "Sparse"): a block costs its multiply-adds, plus
-:data:`COPY_COST` per channel it reads or writes, plus :data:`CALL_COST` for
-being one more convolution. ``sum`` starts from one block per set of filters
-with the same live input channels (none of them computes a zero) and merges
-the pair whose merge lowers the cost most, while one does; ``concat`` is one
-block whose multiplier (the kernels per row) has the lowest cost.
+The blocks come from a :class:`CostModel`, in multiply-adds per output
+position (one tap of one kernel = 1): a block costs its multiply-adds, plus
+``copy`` per channel it reads or writes, plus ``call`` for being one more
+convolution. ``sum`` starts from one block per set of filters with the same
+live input channels (none of them computes a zero) and merges the pair whose
+merge lowers the cost most, while one does; ``concat`` is one block whose
+multiplier (the kernels per row) has the lowest cost. :data:`CALIBRATED`,
+the default, is calibrated on ``benchmarks/bench_sparse.py``
+(``docs/performance.md``, "Sparse"); :data:`EXACT` (calls and copies free)
+makes blocks that follow the frozen structure exactly.
 
 ``implementation="auto"`` runs a plan when :attr:`SparsePlan.prefer_sparse`:
-its cost is at most :data:`AUTO_RATIO` times the dense convolution's.
+its cost is at most the cost model's ``auto_ratio`` (:data:`AUTO_RATIO`)
+times the dense convolution's.
+
+A plan is made with the cost model given to :func:`make_plan`; without one,
+with the model of the innermost :func:`using_cost_model` block, else
+:data:`CALIBRATED`. Layers make theirs without one, when they are built
+(and for :attr:`~channelconv.layers.BaseChannelConv.plan` on first use), so
+a layer built inside ``with using_cost_model(EXACT):`` runs the exact
+structure.
 """
 
+import contextlib
+import contextvars
 import dataclasses
 
 import numpy as np
 
-#: Cost of one convolution call, in multiply-adds per output position.
+#: Calibrated cost of one convolution call, in multiply-adds per output position.
 CALL_COST = 2048
-#: Cost of copying one channel (reading it, or writing an output), same units.
+#: Calibrated cost of copying one channel (reading it, or writing an output).
 COPY_COST = 16
 #: ``auto`` runs the plan when it costs at most this fraction of dense.
 AUTO_RATIO = 0.8
 #: ``sum`` plans start from at most this many blocks (see :func:`make_plan`).
 MAX_START_BLOCKS = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class CostModel:
+    """What a plan's blocks cost, in multiply-adds per output position.
+
+    Attributes:
+        call: the cost of one more convolution call.
+        copy: the cost of reading one channel, or writing one output.
+        auto_ratio: ``implementation="auto"`` runs a plan that costs at most
+            this fraction of the dense convolution.
+    """
+
+    call: float = CALL_COST
+    copy: float = COPY_COST
+    auto_ratio: float = AUTO_RATIO
+
+    def block(self, taps, channels, width):
+        """One convolution of ``channels`` x ``width`` kernels (vectorised)."""
+        return taps * channels * width + self.copy * (channels + width) + self.call
+
+
+#: The cost model calibrated on ``benchmarks/bench_sparse.py``: the default.
+CALIBRATED = CostModel()
+#: Calls and copies free: the blocks are the frozen structure itself, each
+#: set of filters with the same live input channels its own convolution
+#: (what tests use to run several blocks at small sizes).
+EXACT = CostModel(call=0, copy=0)
+
+_cost_model = contextvars.ContextVar("channelconv_plan_cost_model", default=CALIBRATED)
+
+
+@contextlib.contextmanager
+def using_cost_model(cost_model):
+    """Makes ``cost_model`` the default of the plans made inside the block.
+
+    :func:`make_plan` called without a cost model, and so every layer built
+    inside the block (and the :attr:`~channelconv.layers.BaseChannelConv.plan`
+    of a layer first asked for it there), uses it. A plan keeps the model it
+    was made with; a layer keeps its plan.
+
+    Example:
+
+    >>> zero = np.kron(1 - np.eye(2), np.ones((2, 2))).astype(bool)
+    >>> len(make_plan(zero, (3, 3)).blocks)
+    1
+    >>> with using_cost_model(EXACT):
+    ...     len(make_plan(zero, (3, 3)).blocks)
+    2
+    """
+    if not isinstance(cost_model, CostModel):
+        raise TypeError(
+            "`cost_model` must be a channelconv.plan.CostModel. "
+            f"Received: cost_model={cost_model!r} of type {type(cost_model).__name__}."
+        )
+    token = _cost_model.set(cost_model)
+    try:
+        yield cost_model
+    finally:
+        _cost_model.reset(token)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +183,7 @@ class SparsePlan:
         in_channels, filters: the layer's sizes.
         taps: the number of taps of one kernel (``prod(kernel_size)``).
         blocks: the :class:`ConvBlock` or :class:`DepthwiseBlock` s.
+        cost_model: the :class:`CostModel` the plan was made with.
         kernel_numbers: the kernels of every block, concatenated (block by
             block, row-major), as kernel numbers (``-1``: zero).
         input_index: the input channels the blocks read, concatenated.
@@ -123,6 +196,7 @@ class SparsePlan:
     filters: int
     taps: int
     blocks: tuple
+    cost_model: CostModel = CALIBRATED
 
     @property
     def kernel_numbers(self):
@@ -153,18 +227,19 @@ class SparsePlan:
         reads = self.input_index.size if not _identity(self.input_index, self.in_channels) else 0
         output_index = self.output_index
         writes = output_index.size if not _identity(output_index, output_index.size) else 0
-        blocks = sum(_block_cost(self.taps, len(b.channels), b.width) for b in self.blocks)
-        return blocks + COPY_COST * (reads + writes)
+        model = self.cost_model
+        blocks = sum(model.block(self.taps, len(b.channels), b.width) for b in self.blocks)
+        return blocks + model.copy * (reads + writes)
 
     @property
     def dense_cost(self):
         """The model's cost of the dense convolution (per output position)."""
-        return _block_cost(self.taps, self.in_channels, self.filters)
+        return self.cost_model.block(self.taps, self.in_channels, self.filters)
 
     @property
     def prefer_sparse(self):
         """Whether ``implementation="auto"`` runs this plan."""
-        return self.cost <= AUTO_RATIO * self.dense_cost
+        return self.cost <= self.cost_model.auto_ratio * self.dense_cost
 
     def __str__(self):
         lines = [
@@ -178,7 +253,7 @@ class SparsePlan:
         return "\n".join(lines)
 
 
-def make_plan(frozen_zero, kernel_size, reduction="sum"):
+def make_plan(frozen_zero, kernel_size, reduction="sum", cost_model=None):
     """The sparse plan of a layer whose ``frozen_zero`` kernels are zero.
 
     Args:
@@ -186,6 +261,9 @@ def make_plan(frozen_zero, kernel_size, reduction="sum"):
             where the kernel is frozen at zero.
         kernel_size: tuple of ints.
         reduction: ``"sum"`` or ``"concat"``.
+        cost_model: the :class:`CostModel` that chooses the blocks; ``None``
+            (default): that of the innermost :func:`using_cost_model` block,
+            else :data:`CALIBRATED`.
 
     Returns:
         A :class:`SparsePlan`.
@@ -210,18 +288,36 @@ def make_plan(frozen_zero, kernel_size, reduction="sum"):
     (4, 0.25, True)
     >>> plan.output_index[:3].tolist(), plan.input_index[-2:].tolist()
     ([0, 1, 2], [254, 255])
+
+    With calls and copies free (:data:`EXACT`), the blocks are the groups
+of the 4-channel example, and the second reads its live channel only:
+
+    >>> print(make_plan(zero, (3, 3), cost_model=EXACT))  # doctest: +NORMALIZE_WHITESPACE
+    SparsePlan(sum, 4 -> 4: 2 convolutions, 0.375 of the dense multiply-adds,
+               cost 0.375 of dense, auto: sparse)
+      conv channels 0-1 -> filters 0-1
+      conv channels 2 -> filters 2-3
     """
+    if cost_model is None:
+        cost_model = _cost_model.get()
+    elif not isinstance(cost_model, CostModel):
+        raise TypeError(
+            "`cost_model` must be a channelconv.plan.CostModel or None. "
+            f"Received: cost_model={cost_model!r} of type {type(cost_model).__name__}."
+        )
     zero = np.asarray(frozen_zero, dtype=bool)
     live = ~zero
     taps = int(np.prod(kernel_size))
     if reduction == "sum":
-        blocks = _sum_blocks(live, taps)
+        blocks = _sum_blocks(live, taps, cost_model)
     else:
-        blocks = _depthwise_blocks(live, taps)
-    return SparsePlan(reduction, zero.shape[0], zero.shape[1], taps, tuple(blocks))
+        blocks = _depthwise_blocks(live, taps, cost_model)
+    return SparsePlan(
+        reduction, zero.shape[0], zero.shape[1], taps, tuple(blocks), cost_model
+    )
 
 
-def _sum_blocks(live, taps):
+def _sum_blocks(live, taps, cost_model):
     """``ConvBlock`` s covering every live kernel, by greedy merging."""
     live_filters = np.flatnonzero(live.any(axis=0))
     if not live_filters.size:
@@ -238,8 +334,8 @@ def _sum_blocks(live, taps):
     while len(members) > 1:
         n_reads = reads.sum(axis=1)
         union = n_reads[:, None] + n_reads[None, :] - reads @ reads.T
-        merged = _block_cost(taps, union, widths[:, None] + widths[None, :])
-        single = _block_cost(taps, n_reads, widths)
+        merged = cost_model.block(taps, union, widths[:, None] + widths[None, :])
+        single = cost_model.block(taps, n_reads, widths)
         gain = merged - single[:, None] - single[None, :]
         np.fill_diagonal(gain, 0)
         a, b = np.unravel_index(np.argmin(gain), gain.shape)
@@ -282,7 +378,7 @@ def _coarse_groups(live, count):
     return component * count // n
 
 
-def _depthwise_blocks(live, taps):
+def _depthwise_blocks(live, taps, cost_model):
     """One ``DepthwiseBlock``: each channel's live kernels in rows of the best width.
 
     A channel with ``n`` live kernels takes ``ceil(n / width)`` rows (the
@@ -295,7 +391,8 @@ def _depthwise_blocks(live, taps):
     best = None
     for width in range(1, int(counts.max()) + 1):
         rows = -(-counts // width)
-        cost = _block_cost(taps, int(rows.sum()), width) + COPY_COST * int(rows.max()) * live.shape[0]
+        cost = (cost_model.block(taps, int(rows.sum()), width)
+                + cost_model.copy * int(rows.max()) * live.shape[0])
         if best is None or cost < best[0]:
             best = (cost, width)
     width = best[1]
@@ -307,11 +404,6 @@ def _depthwise_blocks(live, taps):
             channels.append(int(c))
             filters.append(tuple(chunk) + (-1,) * (width - len(chunk)))
     return [DepthwiseBlock(tuple(channels), tuple(filters))]
-
-
-def _block_cost(taps, channels, width):
-    """Cost model of one convolution (vectorised over NumPy arrays)."""
-    return taps * channels * width + COPY_COST * (channels + width) + CALL_COST
 
 
 def _identity(index, size):

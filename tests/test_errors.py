@@ -1,11 +1,14 @@
 """Bad input: each case raises ValueError/TypeError naming the argument,
 what was expected and what was received.
 
-Every table runs for every rank (ChannelConv1D, ChannelConv2D,
+The layer tables run for every rank (ChannelConv1D, ChannelConv2D,
 ChannelConv3D): an error the 2-D layer raises, the 1-D and 3-D layers raise
 with the same kind and message. A row whose arguments or message depend on
 the rank gives them as functions of the rank; a row that only applies to
-some ranks (``padding="causal"``) names them.
+some ranks (``padding="causal"``) names them. The constructor's table has
+one row per argument (the wiring); the helpers' rules are
+``tests/test_validation.py``'s, and the frozen set's refused forms run once,
+through the function every layer parses them with (:data:`FROZEN`).
 """
 
 import re
@@ -14,7 +17,7 @@ import keras
 import numpy as np
 import pytest
 
-from channelconv.mask import grouped_frozen_mask, random_frozen_mask
+from channelconv.mask import grouped_frozen_mask, parse_frozen, random_frozen_mask
 from harness import BACKEND, CONVS, LAYERS, layer_input, to_numpy
 
 RANKS = tuple(sorted(LAYERS))
@@ -77,99 +80,19 @@ def _wrong_length(name, value, delta):
     )
 
 
+# One row per argument, for every layer class: each passes its argument,
+# its name and (for tuples and paddings) its rank to the helper that checks
+# it. What the helpers accept and refuse, with every message:
+# tests/test_validation.py; the frozen set's forms, refused: FROZEN below.
 CONSTRUCTION = [
-    # filters
     _case(
         "filters-zero",
         dict(filters=0),
         ValueError,
         r"`filters` must be a positive integer\. Received: filters=0",
     ),
-    _case(
-        "filters-negative",
-        dict(filters=-3),
-        ValueError,
-        r"`filters` must be a positive integer\. Received: filters=-3",
-    ),
-    _case(
-        "filters-float",
-        dict(filters=2.5),
-        TypeError,
-        r"`filters` must be a positive integer\. Received: filters=2\.5 of type float",
-    ),
-    _case(
-        "filters-str",
-        dict(filters="16"),
-        TypeError,
-        r"`filters` must be a positive integer\. Received: filters='16' of type str",
-    ),
-    _case(
-        "filters-bool",
-        dict(filters=True),
-        TypeError,
-        r"`filters` must be a positive integer\. Received: filters=True of type bool",
-    ),
-    # kernel_size, strides, dilation_rate: type
-    _case(
-        "kernel_size-float",
-        dict(kernel_size=3.0),
-        TypeError,
-        lambda rank: _tuple_expected("kernel_size", rank)
-        + r"Received: kernel_size=3\.0 of type float",
-    ),
-    _case(
-        "kernel_size-str-entry",
-        lambda rank: dict(kernel_size=_ends_with(rank, "3", 3)),
-        TypeError,
-        lambda rank: _tuple_expected("kernel_size", rank)
-        + rf"Received: kernel_size={_shown(_ends_with(rank, '3', 3))}",
-    ),
-    _case(
-        "strides-float",
-        dict(strides=1.5),
-        TypeError,
-        lambda rank: _tuple_expected("strides", rank) + r"Received: strides=1\.5",
-    ),
-    _case(
-        "strides-str",
-        dict(strides="2"),
-        TypeError,
-        lambda rank: _tuple_expected("strides", rank) + r"Received: strides='2'",
-    ),
-    _case(
-        "dilation_rate-float-entry",
-        lambda rank: dict(dilation_rate=_ends_with(rank, 2.0, 1)),
-        TypeError,
-        lambda rank: _tuple_expected("dilation_rate", rank)
-        + rf"Received: dilation_rate={_shown(_ends_with(rank, 2.0, 1))}",
-    ),
-    # kernel_size, strides, dilation_rate: as many entries as the rank
     _wrong_length("kernel_size", 3, +1),
-    _wrong_length("kernel_size", 3, -1),
-    _wrong_length("strides", 1, +1),
     _wrong_length("strides", 1, -1),
-    _wrong_length("dilation_rate", 1, +1),
-    _wrong_length("dilation_rate", 1, -1),
-    # kernel_size, strides, dilation_rate: value
-    _case(
-        "kernel_size-zero",
-        dict(kernel_size=0),
-        ValueError,
-        r"`kernel_size` must contain only positive integers\. Received: kernel_size=0",
-    ),
-    _case(
-        "kernel_size-negative-entry",
-        lambda rank: dict(kernel_size=_ends_with(rank, -1, 3)),
-        ValueError,
-        lambda rank: r"`kernel_size` must contain only positive integers\. "
-        rf"Received: kernel_size={_shown(_ends_with(rank, -1, 3))}",
-    ),
-    _case(
-        "strides-zero",
-        dict(strides=0),
-        ValueError,
-        r"`strides` must contain only positive integers\. Received: strides=0",
-    ),
     _case(
         "dilation_rate-zero-entry",
         lambda rank: dict(dilation_rate=_ends_with(rank, 0, 1)),
@@ -188,14 +111,6 @@ CONSTRUCTION = [
         rf"Received: strides={_shown(_ends_with(rank, 2, 1))} and "
         rf"dilation_rate={_shown((2,) + (1,) * (rank - 1))}",
     ),
-    _case(
-        "strides-and-dilation-ints",
-        dict(strides=2, dilation_rate=3),
-        ValueError,
-        lambda rank: r"`strides > 1` is not supported together with "
-        rf"`dilation_rate > 1`\. Received: strides={_shown((2,) * rank)} and "
-        rf"dilation_rate={_shown((3,) * rank)}",
-    ),
     # Causal padding looks back only, but the rule is the same (Conv1D's too).
     _case(
         "causal-strides-and-dilation",
@@ -205,7 +120,6 @@ CONSTRUCTION = [
         r"Received: strides=\(2,\) and dilation_rate=\(2,\)",
         ranks=(1,),
     ),
-    # choices
     _case(
         "reduction-unknown",
         dict(reduction="mean"),
@@ -235,39 +149,11 @@ CONSTRUCTION = [
         ranks=(2, 3),
     ),
     _case(
-        "padding-causal-mixed-case",
-        dict(padding="Causal"),
-        ValueError,
-        r"`padding` must be one of \['same', 'valid'\]\. Received: padding='Causal'",
-        ranks=(2, 3),
-    ),
-    _case(
-        "padding-not-str",
-        dict(padding=1),
-        TypeError,
-        lambda rank: rf"`padding` must be one of {PADDING_CHOICES[rank]}\. "
-        r"Received: padding=1 of type int",
-    ),
-    _case(
-        "padding-bytes",
-        dict(padding=b"same"),
-        TypeError,
-        lambda rank: rf"`padding` must be one of {PADDING_CHOICES[rank]}\. "
-        r"Received: padding=b'same' of type bytes",
-    ),
-    _case(
         "data_format-not-str",
         dict(data_format=0),
         TypeError,
         r"`data_format` must be one of \['channels_first', 'channels_last'\]\. "
         r"Received: data_format=0 of type int",
-    ),
-    _case(
-        "reduction-none",
-        dict(reduction=None),
-        TypeError,
-        r"`reduction` must be one of \['concat', 'sum'\]\. "
-        r"Received: reduction=None of type NoneType",
     ),
     _case(
         "prunable-not-bool",
@@ -276,44 +162,28 @@ CONSTRUCTION = [
         r"`prunable` must be a bool\. Received: prunable=1 of type int",
     ),
     _case(
-        "implementation-not-str",
-        dict(implementation=1),
-        TypeError,
-        r"`implementation` must be one of \['auto', 'fused', 'per_channel', 'sparse'\]\. "
-        r"Received: implementation=1 of type int",
-    ),
-    _case(
-        "reduction-unknown-mixed-case",
-        dict(reduction="Mean"),
-        ValueError,
-        r"`reduction` must be one of \['concat', 'sum'\]\. Received: reduction='Mean'",
-    ),
-    _case(
-        "data_format-unknown",
-        dict(data_format="NHWC"),
-        ValueError,
-        r"`data_format` must be one of \['channels_first', 'channels_last'\]\. "
-        r"Received: data_format='NHWC'",
-    ),
-    _case(
-        "use_bias-not-bool",
-        dict(use_bias="yes"),
-        TypeError,
-        r"`use_bias` must be a bool\. Received: use_bias='yes'",
-    ),
-    _case(
         "use_bias-int",
         dict(use_bias=1),
         TypeError,
         r"`use_bias` must be a bool\. Received: use_bias=1 of type int",
     ),
+    # The frozen set is parsed by one function for every layer class (its
+    # refused forms: FROZEN, below).
     _case(
-        "use_bias-bool-array",
-        dict(use_bias=np.array([True])),
+        "frozen-str",
+        dict(frozen="all"),
         TypeError,
-        r"`use_bias` must be a bool\. Received: use_bias=array\(\[ True\]\) "
-        r"of type ndarray",
+        r"`frozen` must be None, a sequence of \(input_channel, filter\) pairs, or a "
+        r"boolean array of shape \(in_channels, filters\)\. "
+        r"Received: frozen='all' of type str",
     ),
+]
+
+
+# The frozen set's refused forms, checked once, where every layer class parses
+# it (channelconv.mask.parse_frozen, with the layer's filters: 16 unless the
+# row says): the layers' wiring is CONSTRUCTION's "frozen-str" row.
+FROZEN = [
     # frozen, checkable without the input
     _case(
         "frozen-filter-out-of-range",
@@ -598,6 +468,16 @@ def test_bad_constructor_argument(rank, kwargs, error, pattern):
     kwargs = dict(dict(filters=16, kernel_size=3), **kwargs)
     with pytest.raises(error, match=pattern):
         LAYERS[rank](**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, pattern",
+    [pytest.param(kwargs, error, pattern, id=case_id)
+     for case_id, kwargs, error, pattern, _ in FROZEN],
+)
+def test_bad_frozen_set(kwargs, error, pattern):
+    with pytest.raises(error, match=pattern):
+        parse_frozen(kwargs["frozen"], kwargs.get("filters", 16))
 
 
 def _expects_refusal(rank, padding, strides, dilation_rate):

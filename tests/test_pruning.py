@@ -1,16 +1,16 @@
 """Kernel pruning (channelconv.pruning) against its definition.
 
-Schedules against TF Model Optimization's formulas written out here;
-``KernelPruning`` in ``model.fit``: exact zero counts at every update step,
-no revival, exact zeros in the effective kernel, the kernels chosen against
-a NumPy ranking of the norms, kernels frozen at non-zero values untouched;
-every bad argument; the state saved in ``.keras`` files and resumed by
-``BackupAndRestore`` to exactly the same masks and weights; ``condense``
+Schedules against values worked by hand from TF Model Optimization's
+semantics; ``KernelPruning`` in ``model.fit``: exact zero counts at every
+update step, no revival, exact zeros in the effective kernel, the kernels
+chosen against a NumPy ranking of the norms, kernels frozen at non-zero values
+untouched; every bad argument; the state saved in ``.keras`` files and resumed
+by ``BackupAndRestore`` to exactly the same masks and weights; ``condense``
 against the pruned model (outputs, trainable counts, optimizer state) and
-``strip`` of the result. Everything runs on every Keras backend; on JAX,
-where ``fit`` keeps the variables' values out of the variables between
-steps, updates in the middle of an epoch are checked against updates at
-the start of a ``fit``.
+``strip`` of the result. Everything runs on every Keras backend; on JAX, where
+``fit`` keeps the variables' values out of the variables between steps,
+updates in the middle of an epoch are checked against updates at the start of
+a ``fit``.
 """
 
 import keras
@@ -47,11 +47,35 @@ def test_schedule_update_steps(schedule, steps):
     assert [t for t in range(30) if schedule(t)[0]] == steps
 
 
-def test_polynomial_decay_is_tfmot_formula():
-    schedule = PolynomialDecay(0.2, 0.8, begin_step=10, end_step=30, power=2, frequency=1)
-    for step in (0, 10, 15, 20, 30, 50):
-        p = min(max((step - 10) / 20, 0.0), 1.0)
-        assert schedule(step)[1] == pytest.approx(0.8 + (0.2 - 0.8) * (1 - p) ** 2)
+# TF Model Optimization's PolynomialDecay, worked by hand: sparsity =
+# final + (initial - final) * (1 - p) ** power, p = (step - begin) / (end - begin)
+# clipped to [0, 1]; an update where begin <= step <= end and
+# (step - begin) % frequency == 0. Exact binary fractions where they can be.
+POLYNOMIAL = [
+    # 0.2 -> 0.8 over steps 10..30, power 2, every step: 0.8 - 0.6 * (1 - p) ** 2
+    (dict(initial_sparsity=0.2, final_sparsity=0.8, begin_step=10, end_step=30,
+          power=2, frequency=1),
+     [(0, False, 0.2), (10, True, 0.2), (15, True, 0.4625), (20, True, 0.65),
+      (25, True, 0.7625), (30, True, 0.8), (31, False, 0.8), (50, False, 0.8)]),
+    # 0 -> 0.5 over steps 0..4, power 3 (the default): 0.5 - 0.5 * (1 - p) ** 3
+    (dict(initial_sparsity=0.0, final_sparsity=0.5, begin_step=0, end_step=4),
+     [(0, True, 0.0), (1, False, 0.2890625), (2, False, 0.4375),
+      (3, False, 0.4921875), (4, False, 0.5)]),
+    # updates every 3 steps from 2: 2, 5, 8 (power 1: a straight ramp)
+    (dict(initial_sparsity=0.25, final_sparsity=0.75, begin_step=2, end_step=10,
+          power=1, frequency=3),
+     [(1, False, 0.25), (2, True, 0.25), (4, False, 0.375), (5, True, 0.4375),
+      (8, True, 0.625), (10, False, 0.75), (11, False, 0.75)]),
+]
+
+
+@pytest.mark.parametrize("kwargs, expected", POLYNOMIAL,
+                         ids=["power2-every-step", "default-power", "every-3-steps"])
+def test_polynomial_decay_values_worked_by_hand(kwargs, expected):
+    schedule = PolynomialDecay(**kwargs)
+    got = [(step,) + tuple(schedule(step)) for step, _, _ in expected]
+    assert got == [(step, updates, pytest.approx(value, abs=1e-12))
+                   for step, updates, value in expected]
 
 
 # --- helpers -----------------------------------------------------------------------

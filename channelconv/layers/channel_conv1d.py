@@ -45,7 +45,8 @@ class ChannelConv1D(BaseChannelConv):
     >>> conv.build((None, 10, 2))
     >>> conv.set_weights([keras.ops.convert_to_numpy(layer.kernel),
     ...                   keras.ops.convert_to_numpy(layer.bias)])
-    >>> bool(np.allclose(y, conv(x), atol=1e-6))
+    >>> to_numpy = keras.ops.convert_to_numpy
+    >>> bool(np.allclose(to_numpy(y), to_numpy(conv(x)), atol=1e-6))
     True
     """
 

@@ -135,8 +135,8 @@ class ChannelConv2D(BaseChannelConv):
     >>> layer = channelconv.ChannelConv2D(
     ...     16, 3, frozen=[(0, 0), (0, 1), (0, 2), (0, 3), (0, 4)])
     >>> y = layer(np.ones((1, 8, 8, 3), "float32"))
-    >>> y.shape
-    TensorShape([1, 6, 6, 16])
+    >>> tuple(y.shape)
+    (1, 6, 6, 16)
     >>> int(layer.frozen_mask.sum()), tuple(layer.trainable_kernels.shape)
     (5, (3, 3, 43))
     >>> layer.frozen_kernels is None, layer.count_params()  # zeros: stored nowhere

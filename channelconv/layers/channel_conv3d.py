@@ -46,7 +46,8 @@ class ChannelConv3D(BaseChannelConv):
     >>> grouped.build((None, 5, 6, 7, 3))
     >>> kernel = keras.ops.convert_to_numpy(layer.kernel).reshape(3, 3, 3, 1, 6)
     >>> grouped.set_weights([kernel, keras.ops.convert_to_numpy(layer.bias)])
-    >>> bool(np.allclose(y, grouped(x), atol=1e-5))
+    >>> to_numpy = keras.ops.convert_to_numpy
+    >>> bool(np.allclose(to_numpy(y), to_numpy(grouped(x)), atol=1e-5))
     True
     """
 
