@@ -185,6 +185,20 @@ def from_conv2d(conv, frozen=None, frozen_values="zeros", implementation="fused"
     return from_conv(conv, frozen, frozen_values, implementation)
 
 
+#: Constructor arguments a Keras convolution and a channel convolution share,
+#: read from one as the attributes of the same names.
+_SHARED = (
+    "kernel_size", "strides", "padding", "data_format", "dilation_rate", "activation",
+    "use_bias", "bias_initializer", "bias_regularizer", "activity_regularizer",
+    "bias_constraint", "name", "trainable",
+)
+
+
+def _shared_arguments(layer):
+    """The arguments of :data:`_SHARED` (and the dtype policy) as ``layer`` has them."""
+    return {**{name: getattr(layer, name) for name in _SHARED}, "dtype": layer.dtype_policy}
+
+
 def _channel_conv_arguments(conv):
     """Rank, layer arguments, full kernel and groups of a Keras convolution."""
     kind = type(conv)
@@ -201,23 +215,7 @@ def _channel_conv_arguments(conv):
             "weights. Build it (or call it, or the model, on an input) first."
         )
     rank, reduction = _SOURCES[kind]
-    common = dict(
-        kernel_size=conv.kernel_size,
-        strides=conv.strides,
-        padding=conv.padding,
-        data_format=conv.data_format,
-        dilation_rate=conv.dilation_rate,
-        activation=conv.activation,
-        use_bias=conv.use_bias,
-        bias_initializer=conv.bias_initializer,
-        bias_regularizer=conv.bias_regularizer,
-        activity_regularizer=conv.activity_regularizer,
-        bias_constraint=conv.bias_constraint,
-        name=conv.name,
-        dtype=conv.dtype_policy,
-        trainable=conv.trainable,
-        reduction=reduction,
-    )
+    common = dict(_shared_arguments(conv), reduction=reduction)
     kernel = np.array(keras.ops.convert_to_numpy(conv.kernel))
     if reduction == "sum":
         groups = conv.groups
@@ -362,23 +360,7 @@ def to_keras_layer(layer):
             kernel = _grouped(kernel, groups) if groups > 1 else kernel
         specific = {"filters": kernel.shape[-1], "groups": groups}
         specific.update({f"kernel_{k}": v for k, v in kernel_args.items()})
-    plain = cls(
-        kernel_size=layer.kernel_size,
-        strides=layer.strides,
-        padding=layer.padding,
-        data_format=layer.data_format,
-        dilation_rate=layer.dilation_rate,
-        activation=layer.activation,
-        use_bias=layer.use_bias,
-        bias_initializer=layer.bias_initializer,
-        bias_regularizer=layer.bias_regularizer,
-        activity_regularizer=layer.activity_regularizer,
-        bias_constraint=layer.bias_constraint,
-        name=layer.name,
-        dtype=layer.dtype_policy,
-        trainable=layer.trainable,
-        **specific,
-    )
+    plain = cls(**_shared_arguments(layer), **specific)
     plain.build(layer._input_shape_for(in_channels))
     weights = [kernel]
     if layer.use_bias:
