@@ -36,6 +36,19 @@ class _Parser(argparse.ArgumentParser):
         )
 
 
+def _add_counts(parser, defaults, options):
+    """Adds options taking a whole number >= 1, their defaults from ``defaults``.
+
+    ``options``: ``(flag, metavar, help)`` each; the default is
+    ``defaults[name]`` for ``--some-name`` and is shown after the help.
+    """
+    for flag, metavar, text in options:
+        parser.add_argument(
+            flag, type=_int_at_least(1), default=defaults[flag[2:].replace("-", "_")],
+            metavar=metavar, help=f"{text} (default: %(default)s)",
+        )
+
+
 def _int_at_least(minimum):
     def parse(text):
         try:
@@ -182,30 +195,15 @@ def build_parser():
         "--implementation", choices=IMPLEMENTATIONS, default="fused",
         help="implementation of all three layers (default: fused)",
     )
-    demo_parser.add_argument(
-        "--epochs", type=_int_at_least(1), default=demo_defaults["epochs"],
-        help="training epochs (default: %(default)s)",
-    )
-    demo_parser.add_argument(
-        "--steps-per-epoch", type=_int_at_least(1),
-        default=demo_defaults["steps_per_epoch"], metavar="N",
-        help="batches per epoch; the training set has N x batch size "
-        "images (default: %(default)s)",
-    )
-    demo_parser.add_argument(
-        "--batch-size", type=_int_at_least(1), default=demo_defaults["batch_size"],
-        metavar="N", help="images per batch (default: %(default)s)",
-    )
-    demo_parser.add_argument(
-        "--image-size", type=_int_at_least(1), default=demo_defaults["image_size"],
-        metavar="N",
-        help="height and width of the generated images; at least "
-        "3 x (kernel size - 1) + 1 (default: %(default)s)",
-    )
-    demo_parser.add_argument(
-        "--kernel-size", type=_int_at_least(1), default=demo_defaults["kernel_size"],
-        metavar="K", help="kernel height and width (default: %(default)s)",
-    )
+    _add_counts(demo_parser, demo_defaults, [
+        ("--epochs", None, "training epochs"),
+        ("--steps-per-epoch", "N",
+         "batches per epoch; the training set has N x batch size images"),
+        ("--batch-size", "N", "images per batch"),
+        ("--image-size", "N",
+         "height and width of the generated images; at least 3 x (kernel size - 1) + 1"),
+        ("--kernel-size", "K", "kernel height and width"),
+    ])
     demo_parser.add_argument(
         "--learning-rate", type=_positive_float,
         default=demo_defaults["learning_rate"], metavar="LR",
@@ -241,17 +239,12 @@ def build_parser():
         ),
     )
     prune_defaults = defaults.PRUNE_DEMO
-    prune_parser.add_argument("--seeds", type=_int_at_least(1), default=prune_defaults["seeds"],
-                              metavar="N", help="runs per case (default: %(default)s)")
-    prune_parser.add_argument("--dense-epochs", type=_int_at_least(1),
-                              default=prune_defaults["dense_epochs"], metavar="N",
-                              help="epochs of dense training (default: %(default)s)")
-    prune_parser.add_argument("--finetune-epochs", type=_int_at_least(1),
-                              default=prune_defaults["finetune_epochs"], metavar="N",
-                              help="epochs of pruning and fine-tuning (default: %(default)s)")
-    prune_parser.add_argument("--batch-size", type=_int_at_least(1),
-                              default=prune_defaults["batch_size"], metavar="N",
-                              help="images per batch (default: %(default)s)")
+    _add_counts(prune_parser, prune_defaults, [
+        ("--seeds", "N", "runs per case"),
+        ("--dense-epochs", "N", "epochs of dense training"),
+        ("--finetune-epochs", "N", "epochs of pruning and fine-tuning"),
+        ("--batch-size", "N", "images per batch"),
+    ])
     prune_parser.add_argument("--plot", default=prune_defaults["plot"], metavar="PATH.png",
                               help="where to save the accuracy plot; '' for none "
                               "(default: %(default)s)")
