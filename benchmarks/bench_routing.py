@@ -1,4 +1,4 @@
-"""What the CPU routing of ``channelconv.routing`` costs, against Keras.
+"""What the CPU routing of ``channelconv._routing`` costs, against Keras.
 
 Run from the repository root, once per oneDNN setting::
 
@@ -45,7 +45,8 @@ from benchlib.environment import environment, onednn_setting, onednn_text  # noq
 from benchlib.report import fmt_ms, table, write_setting_reports  # noqa: E402
 from benchlib.steps import make_step  # noqa: E402
 from benchlib.timing import interleaved, summary  # noqa: E402
-from channelconv import ChannelConv2D, _backend, random_frozen_mask, routing  # noqa: E402
+from channelconv import ChannelConv2D, _backend, random_frozen_mask  # noqa: E402
+from channelconv import _routing as routing  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 ROUNDS, WARMUP = 25, 3

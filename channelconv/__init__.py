@@ -3,7 +3,7 @@
 Importing the package is cheap: it imports neither Keras nor a backend.
 Each public name (``__all__``) is imported from its module the first time it
 is used (PEP 562 ``__getattr__``), and so is a submodule reached as an
-attribute (``channelconv.routing``); the ``channelconv`` command prints its
+attribute (``channelconv._routing``); the ``channelconv`` command prints its
 help without loading TensorFlow.
 
 One promise needs more: ``import channelconv`` and then

@@ -19,6 +19,6 @@ Example:
 #: (input channel, filter) output (``DepthwiseConv2D``'s layout).
 REDUCTIONS = ("sum", "concat")
 
-#: ``implementation``: the two dense ones of :func:`channelconv.ops.convolve`,
-#: and the two that run a sparse plan (:mod:`channelconv.sparse`).
+#: ``implementation``: the two dense ones of :func:`channelconv._ops.convolve`,
+#: and the two that run a sparse plan (:mod:`channelconv._sparse`).
 IMPLEMENTATIONS = ("fused", "per_channel", "sparse", "auto")

@@ -3,7 +3,7 @@
 A plan is data, made once when a layer is built, from the frozen-zero mask
 (``(in_channels, filters)``, ``True`` where a kernel is frozen at zero) and
 the kernel size, by :func:`make_plan`; NumPy only. The sparse implementation
-(:class:`channelconv.sparse.SparseConvolution`) runs it:
+(:class:`channelconv._sparse.SparseConvolution`) runs it:
 
 - ``reduction="sum"``: each :class:`ConvBlock` is one convolution of the
   input channels it reads with the kernels (those channels x its filters);
@@ -189,6 +189,20 @@ class SparsePlan:
         input_index: the input channels the blocks read, concatenated.
         output_index: for each output channel of the layer, its position in
             the blocks' concatenated outputs, or ``-1`` (zero).
+
+    Made by :func:`make_plan`; a built layer has its own as ``layer.plan``.
+
+    Example: a layer whose kernels are frozen at zero outside two groups.
+
+    >>> import numpy as np, channelconv
+    >>> zero = ~np.kron(np.eye(2, dtype=bool), np.ones((32, 32), bool))  # 64 -> 64
+    >>> layer = channelconv.ChannelConv2D(64, 3, frozen=zero)
+    >>> layer.build((None, 16, 16, 64))
+    >>> plan = layer.plan
+    >>> isinstance(plan, channelconv.SparsePlan), len(plan.blocks), plan.macs_fraction
+    (True, 2, 0.5)
+    >>> plan.blocks[0].channels == tuple(range(32)), plan.blocks[1].filters[:2]
+    (True, (32, 33))
     """
 
     reduction: str

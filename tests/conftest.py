@@ -42,16 +42,13 @@ if importlib.util.find_spec("jax") is None:  # a script of test_distribute's, ru
     collect_ignore.append("jax_distribution_worker.py")
 
 #: Library modules that import TensorFlow (their docstring examples run on
-#: TensorFlow only), as globs relative to the repository root; old and new
-#: homes both listed, so that moving a module needs no change here.
+#: TensorFlow only), as globs relative to the repository root; each matches
+#: a file (tests/test_imports.py::test_tensorflow_only_library_paths_exist).
 TENSORFLOW_ONLY_LIBRARY = [
-    "channelconv/layers/tf_checkpoint.py",  # tf.train checkpoint entries
-    "channelconv/reference.py",  # the answer's tf.nn.conv2d code
-    "channelconv/apps/reference.py",
-    "channelconv/reproduce.py",  # replays the answer
-    "channelconv/apps/reproduce.py",
-    "channelconv/_backend/tensorflow.py",  # the backend facade's TensorFlow side
-    "channelconv/_backend/tensorflow/*",
+    "channelconv/layers/_tf_checkpoint.py",  # tf.train checkpoint entries
+    "channelconv/apps/reference.py",  # the answer's tf.nn.conv2d code
+    "channelconv/apps/reproduce.py",  # replays the answer
+    "channelconv/_backend/tensorflow/*",  # the backend facade's TensorFlow side
 ]
 
 

@@ -1,4 +1,4 @@
-"""``channelconv.assembly.KernelAssembly`` against NumPy, bit for bit.
+"""``channelconv._assembly.KernelAssembly`` against NumPy, bit for bit.
 
 The full kernel is rebuilt here from the two compact parts and the mask
 (kernel ``(c, f)`` is number ``c * filters + f``; each part holds its kernels
@@ -14,7 +14,7 @@ dtype.
 import numpy as np
 import pytest
 
-from channelconv.assembly import KernelAssembly
+from channelconv._assembly import KernelAssembly
 from channelconv.mask import random_frozen_mask
 from harness import BACKEND, vjp
 

@@ -207,7 +207,7 @@ def assert_computes(y, conv, x):
     are equal to float rounding: a grouped Keras convolution (TensorFlow
     runs it through XLA; a channel convolution runs the full kernel, zeros
     included) and a depthwise layer with unequal strides (channelconv
-    computes it another, exact way, ``channelconv.routing``, that
+    computes it another, exact way, ``channelconv._routing``, that
     TensorFlow's kernels accept without oneDNN; without oneDNN, Keras cannot
     run it at all). Ungrouped layers are also checked against NumPy.
     """

@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 
 from channelconv import grouped_frozen_mask
-from channelconv.assembly import KernelAssembly
+from channelconv._assembly import KernelAssembly
 from harness import (
     BACKEND,
     CONVS,
@@ -186,7 +186,7 @@ def _assert_matches_numpy(layer, layout, x):
     The full kernel is rebuilt from the variables and the mask (kernel
     ``(c, f)`` is number ``c * filters + f``; each variable holds its kernels
     in increasing number order; frozen kernels not stored are zeros),
-    independently of ``channelconv.ops``.
+    independently of ``channelconv._ops``.
     """
     frozen = layout.mask.reshape(-1)
     spatial = (KERNEL,) * layer.rank

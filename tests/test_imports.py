@@ -65,7 +65,7 @@ def test_import_is_lazy_and_every_public_name_loads():
         from channelconv import *
         print("STAR", all(name in globals() for name in channelconv.__all__))
         print("CLASS", ChannelConv2D.__module__, channelconv.ChannelConv2D is ChannelConv2D)
-        print("SUBMODULE", channelconv.routing.__name__)
+        print("SUBMODULE", channelconv._routing.__name__)
         print("APPS", [m for m in sys.modules if m.startswith("channelconv.apps")])
         """
     )
@@ -77,7 +77,7 @@ def test_import_is_lazy_and_every_public_name_loads():
         "AFTER LOOK-UPS []",
         "STAR True",
         "CLASS channelconv.layers.channel_conv2d True",
-        "SUBMODULE channelconv.routing",
+        "SUBMODULE channelconv._routing",
         "APPS []",
     ]
 
@@ -172,4 +172,29 @@ def test_the_library_never_imports_the_applications():
     offenders = [f"{path.relative_to(PACKAGE)}: {name}" for path in library
                  for name in imported_modules(path)
                  if name.split(".")[:2] == ["channelconv", "apps"]]
+    assert offenders == []
+
+
+def test_tensorflow_only_library_paths_exist():
+    """Every TensorFlow-only pattern of conftest names a file: a moved module
+    must be moved in the list too, or its examples would run on every backend."""
+    import conftest
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    for pattern in conftest.TENSORFLOW_ONLY_LIBRARY:
+        assert list(root.glob(pattern)), pattern
+
+
+def test_only_the_backend_facade_asks_which_backend_runs():
+    """The per-backend choices are made once, in ``channelconv._backend``:
+    no other module of the library asks which backend runs (the
+    applications may require TensorFlow through the facade)."""
+    asks = re.compile(r"is_tensorflow\(|backend\.backend\(\)|KERAS_BACKEND")
+    facade = PACKAGE / "_backend"
+    offenders = [
+        f"{path.relative_to(PACKAGE)}:{number}"
+        for path in sorted(PACKAGE.rglob("*.py")) if facade not in path.parents
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if asks.search(line)
+    ]
     assert offenders == []

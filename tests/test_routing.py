@@ -1,6 +1,6 @@
-"""``channelconv.routing`` and ``ops.convolve`` on every CPU, against NumPy.
+"""``channelconv._routing`` and ``ops.convolve`` on every CPU, against NumPy.
 
-The rewrites of :mod:`channelconv.routing` (channels-first through
+The rewrites of :mod:`channelconv._routing` (channels-first through
 channels-last, unequal depthwise strides through one equal-stride
 convolution) must compute exactly the convolution they replace, for every
 stride combination and size parity, with static and unknown spatial sizes,
@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from channelconv import ChannelConv2D, _backend, ops, routing
+from channelconv import ChannelConv2D, _backend
+from channelconv import _ops as ops
+from channelconv import _routing as routing
 from harness import numpy_conv, onednn_enabled, to_numpy
 
 pytestmark = pytest.mark.numerics

@@ -1,4 +1,4 @@
-"""LastAxisTake (channelconv.take) against NumPy: values and exact gradients.
+"""LastAxisTake (channelconv._take) against NumPy: values and exact gradients.
 
 The gradient of ``y = concat(parts)[..., index]`` (``-1``: zero) is, for
 each source entry, the sum of the incoming gradient over the positions that
@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from channelconv.take import LastAxisTake
+from channelconv._take import LastAxisTake
 from harness import BACKEND, to_numpy, vjp
 
 CASES = {

@@ -17,9 +17,9 @@ implementation is chosen once, when channelconv is imported, from
 No module outside this package asks which backend runs. The functions:
 
 - :func:`conv`, :func:`depthwise_conv`: convolutions of channels-last data
-  (``channelconv.routing`` transposes and validates, then calls these);
+  (``channelconv._routing`` transposes and validates, then calls these);
 - :func:`bias_add`: a per-channel bias along the channel axis;
-- :func:`take_last_axis`: the gather of :class:`channelconv.take.LastAxisTake`;
+- :func:`take_last_axis`: the gather of :class:`channelconv._take.LastAxisTake`;
 - :func:`track_checkpoint`: a layer's own checkpoint entries;
 - :func:`native_unequal_strides`: whether the depthwise kernels take unequal
   strides;
@@ -48,7 +48,7 @@ def conv(inputs, kernel, strides, padding, dilation_rate):
     """This backend's ``keras.ops.conv`` of channels-last data.
 
     On TensorFlow, right for a batch of no examples on every CPU kernel set.
-    ``channelconv.routing.conv`` validates the arguments and calls this.
+    ``channelconv._routing.conv`` validates the arguments and calls this.
 
     Args:
         inputs: ``(batch, *spatial, channels)``.
@@ -174,7 +174,7 @@ def take_last_axis(values, forward, inverses):
 def track_checkpoint(layer, kernel_size, n_frozen):
     """Adds a layer's own checkpoint entries, where the backend has any.
 
-    On TensorFlow, the entries of :mod:`channelconv.layers.tf_checkpoint`
+    On TensorFlow, the entries of :mod:`channelconv.layers._tf_checkpoint`
     in ``tf.train.Checkpoint`` (the frozen mask, and zeros for frozen
     kernels without a variable); elsewhere nothing (Keras saves the
     variables). Call in ``build``, before the layer's ``add_weight``.

@@ -8,15 +8,15 @@ from keras import activations, constraints, initializers, ops, regularizers
 
 from channelconv import _backend
 from channelconv import _validation as check
-from channelconv.assembly import KernelAssembly
-from channelconv.layers import storage
+from channelconv._assembly import KernelAssembly
+from channelconv.layers import _storage as storage
 from channelconv.mask import (
     check_size, frozen_to_config, is_boolean_rows, parse_frozen, resolve_frozen,
 )
-from channelconv.ops import add_bias, convolve
+from channelconv._ops import add_bias, convolve
 from channelconv.options import IMPLEMENTATIONS, REDUCTIONS
 from channelconv.plan import make_plan
-from channelconv.sparse import SparseConvolution
+from channelconv._sparse import SparseConvolution
 
 # Keras's paddings by rank: only 1-D convolutions have "causal".
 PADDINGS = {1: ("valid", "same", "causal"), 2: ("valid", "same"), 3: ("valid", "same")}

@@ -11,7 +11,7 @@ its own:
   gather as its gradient;
 - :mod:`.onednn`: whether TensorFlow runs its oneDNN CPU kernels;
 - :func:`track_checkpoint`: a layer's own ``tf.train.Checkpoint`` entries
-  (:mod:`channelconv.layers.tf_checkpoint`, beside the layers they belong to).
+  (:mod:`channelconv.layers._tf_checkpoint`, beside the layers they belong to).
 
 Why each exists, and what it was measured to cost, is in
 ``docs/platforms.md`` and ``docs/performance.md`` ("TensorFlow notes").
@@ -41,9 +41,9 @@ def track_checkpoint(layer, kernel_size, n_frozen):
     """Adds ``layer``'s own ``tf.train.Checkpoint`` entries (call in ``build``).
 
     The entries (the frozen mask, and zeros for frozen kernels that have no
-    variable) are :mod:`channelconv.layers.tf_checkpoint`'s, imported here
+    variable) are :mod:`channelconv.layers._tf_checkpoint`'s, imported here
     when a layer is first built: the layers package imports this facade.
     """
-    from channelconv.layers import tf_checkpoint
+    from channelconv.layers import _tf_checkpoint as tf_checkpoint
 
     tf_checkpoint.track(layer, kernel_size, n_frozen)

@@ -2,20 +2,20 @@
 
 Made once when a layer is built, from the plan; called with the inputs and
 the blocks' kernels (taken from the compact variables by
-:meth:`channelconv.assembly.KernelAssembly.taker`, never the full kernel).
+:meth:`channelconv._assembly.KernelAssembly.taker`, never the full kernel).
 One gather picks the channels the blocks read (none when they read every
 channel in order), one convolution runs per block, and one gather puts their
 outputs in the layer's order with zeros for what no block computes (none
 when the concatenation is already in order). Both gathers and their
-gradients are :class:`~channelconv.take.LastAxisTake` s.
+gradients are :class:`~channelconv._take.LastAxisTake` s.
 """
 
 import numpy as np
 from keras import ops
 
-from channelconv import routing
-from channelconv.ops import add_bias, channels_last
-from channelconv.take import LastAxisTake
+from channelconv import _routing as routing
+from channelconv._ops import add_bias, channels_last
+from channelconv._take import LastAxisTake
 
 
 class SparseConvolution:
@@ -77,7 +77,7 @@ class SparseConvolution:
                 blocks' kernels, concatenated.
             bias: ``None``, or one value per output channel.
             strides, padding, dilation_rate, data_format: as for
-                :func:`channelconv.ops.convolve`.
+                :func:`channelconv._ops.convolve`.
         """
         x, conv_args = channels_last(
             inputs, self.kernel_size, strides, padding, dilation_rate, data_format

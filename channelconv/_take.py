@@ -2,8 +2,8 @@
 
 :class:`LastAxisTake` is ``concat(values, -1)[..., index]`` where an index
 of ``-1`` stands for a zero entry. The kernel assembly
-(:mod:`channelconv.assembly`) uses it to make kernels from the compact
-variables; the sparse implementation (:class:`channelconv.sparse.SparseConvolution`)
+(:mod:`channelconv._assembly`) uses it to make kernels from the compact
+variables; the sparse implementation (:class:`channelconv._sparse.SparseConvolution`)
 to pick the channels each block reads and to put the blocks' outputs back in
 order.
 

@@ -16,14 +16,14 @@ costs 2.3 to 4.2 ns per element, the same gather compiled with XLA 0.7 to
 1.8 ns, and a plain copy 0.3 to 0.75 ns (2 CPU cores, TensorFlow 2.21;
 ``benchmarks/bench_assembly.py``, ``docs/performance.md``), so on TensorFlow
 the gathers are XLA-compiled, as a separate small cluster each, whatever the
-caller compiles (:mod:`channelconv.take`). On JAX and PyTorch they are
+caller compiles (:mod:`channelconv._take`). On JAX and PyTorch they are
 ``keras.ops.take`` with its own gradient.
 """
 
 import numpy as np
 from keras import ops
 
-from channelconv.take import LastAxisTake
+from channelconv._take import LastAxisTake
 
 
 class KernelAssembly:
@@ -85,7 +85,7 @@ class KernelAssembly:
         self.index = None if self._full.identity else self._full.index
 
     def taker(self, numbers, frozen=True):
-        """A :class:`~channelconv.take.LastAxisTake` of kernels by number.
+        """A :class:`~channelconv._take.LastAxisTake` of kernels by number.
 
         Args:
             numbers: 1-D ints, kernel numbers ``c * filters + f``, or ``-1``

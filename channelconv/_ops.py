@@ -1,7 +1,7 @@
 """The two convolution implementations and the bias, as pure functions.
 
 :func:`convolve` applies a full kernel (``kernel_size + (in_channels,
-filters)``, assembled by :mod:`channelconv.assembly`) with either reduction
+filters)``, assembled by :mod:`channelconv._assembly`) with either reduction
 and either implementation; :func:`add_bias` adds the bias.
 """
 
@@ -9,7 +9,8 @@ import functools
 
 from keras import ops
 
-from channelconv import _backend, routing
+from channelconv import _backend
+from channelconv import _routing as routing
 
 
 def convolve(
@@ -26,7 +27,7 @@ def convolve(
     """Convolves ``inputs`` with a full kernel, per input channel.
 
     Runs on every backend and CPU, with oneDNN on or off, for every option:
-    the convolutions go through :mod:`channelconv.routing`, which runs them
+    the convolutions go through :mod:`channelconv._routing`, which runs them
     channels-last through the backend facade (:mod:`channelconv._backend`),
     where what a backend's kernels refuse is rewritten into what they accept.
 
