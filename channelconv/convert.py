@@ -57,10 +57,9 @@ def from_conv(conv, frozen=None, frozen_values="zeros", implementation="fused"):
     With nothing else frozen it computes exactly what the source computes.
     The source layer is not modified. A LoRA-enabled convolution is
     converted with its LoRA update merged into the kernel. (One exception
-    to "exactly", a Keras 3.15 bug: with ``channels_first``, Keras's
-    convolutions add the bias along the last spatial axis when that axis of
-    the output has as many entries as there are output channels; the
-    converted layer adds it along the channel axis.)
+    to "exactly", a bug of Keras's with ``channels_first`` biases, dated in
+    ``docs/performance.md``, "Keras and TensorFlow notes": there the
+    converted layer adds the bias along the channel axis, as it should.)
 
     Two differences are by design: the kernel regularizer and constraint act
     on the trainable kernels only (frozen kernels are never updated, so they
@@ -459,10 +458,8 @@ def strip(model):
     another way, and for a grouped layer, whose Keras op sums fewer zeros),
     and the model,
     saved as ``.keras``, loads without importing channelconv. The original
-    model is not modified. (Exception, a Keras 3.15 bug: with
-    ``channels_first``, the plain layers add the bias along the wrong axis
-    when the output's last spatial axis has as many entries as there are
-    output channels; see :func:`from_conv`.)
+    model is not modified. (Exception: the bug of Keras's with
+    ``channels_first`` biases, see :func:`from_conv`.)
 
     This is irreversible: the stripped model does not know which kernels were
     frozen. Nothing enforces the frozen set any more; training the stripped

@@ -14,7 +14,7 @@ its own:
   (:mod:`channelconv.layers._tf_checkpoint`, beside the layers they belong to).
 
 Why each exists, and what it was measured to cost, is in
-``docs/platforms.md`` and ``docs/performance.md`` ("TensorFlow notes").
+``docs/platforms.md`` and ``docs/performance.md`` ("Keras and TensorFlow notes").
 """
 
 from channelconv._backend.tensorflow.convolution import (

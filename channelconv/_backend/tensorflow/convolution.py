@@ -9,7 +9,7 @@ batch with no examples in the input's shape. Grouped 3-D convolutions run
 only under XLA, and slowly. Each function here computes the convolution it
 names on every kernel set, exactly (``docs/platforms.md``; the versions
 these were seen with, and what the workarounds cost: ``docs/performance.md``,
-"TensorFlow notes").
+"Keras and TensorFlow notes").
 """
 
 import functools
@@ -62,7 +62,7 @@ def bias_add(outputs, bias, data_format):
 
     ``keras.ops.add`` on TensorFlow guesses the channel axis of a
     bias-shaped operand from the sizes alone (``docs/performance.md``,
-    "TensorFlow notes"); ``tf.nn.bias_add`` is told it.
+    "Keras and TensorFlow notes"); ``tf.nn.bias_add`` is told it.
     """
     tf_format = "N...C" if data_format == "channels_last" else "NC..."
     return tf.nn.bias_add(outputs, bias, data_format=tf_format)

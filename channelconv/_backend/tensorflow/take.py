@@ -15,7 +15,7 @@ called through the concrete function of the signature at hand
 (:func:`_compiled`), so that TensorFlow's warning about frequent retracing,
 which counts the traces of eager calls of a ``tf.function``, is not raised by
 layers of many shapes. (What that costs and saves: ``docs/performance.md``,
-"TensorFlow notes".)
+"Keras and TensorFlow notes".)
 """
 
 import functools
