@@ -45,7 +45,6 @@ if importlib.util.find_spec("jax") is None:  # a script of test_distribute's, ru
 #: TensorFlow only), as globs relative to the repository root; each matches
 #: a file (tests/test_imports.py::test_tensorflow_only_library_paths_exist).
 TENSORFLOW_ONLY_LIBRARY = [
-    "channelconv/layers/_tf_checkpoint.py",  # tf.train checkpoint entries
     "channelconv/apps/reference.py",  # the answer's tf.nn.conv2d code
     "channelconv/apps/reproduce.py",  # replays the answer
     "channelconv/_backend/tensorflow/*",  # the backend facade's TensorFlow side

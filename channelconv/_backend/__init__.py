@@ -27,7 +27,7 @@ No module outside this package asks which backend runs. The functions:
   and the benchmarks.
 
 A few features are TensorFlow's own and stay so: the transcribed
-StackOverflow answer (:mod:`channelconv.reference`, written with
+StackOverflow answer (:mod:`channelconv.apps.reference`, written with
 ``tf.nn.conv2d``) and the ``channelconv reproduce`` command built on it. They
 call :func:`require_tensorflow`, which says so clearly on another backend
 instead of failing somewhere inside TensorFlow or importing it.
@@ -174,7 +174,7 @@ def take_last_axis(values, forward, inverses):
 def track_checkpoint(layer, kernel_size, n_frozen):
     """Adds a layer's own checkpoint entries, where the backend has any.
 
-    On TensorFlow, the entries of :mod:`channelconv.layers._tf_checkpoint`
+    On TensorFlow, the entries of :mod:`channelconv._backend.tensorflow.checkpoint`
     in ``tf.train.Checkpoint`` (the frozen mask, and zeros for frozen
     kernels without a variable); elsewhere nothing (Keras saves the
     variables). Call in ``build``, before the layer's ``add_weight``.

@@ -9,7 +9,7 @@ from keras import activations, constraints, initializers, ops, regularizers
 from channelconv import _backend
 from channelconv import _validation as check
 from channelconv._assembly import KernelAssembly
-from channelconv.layers import _storage as storage
+from channelconv import _storage as storage
 from channelconv.mask import (
     check_size, frozen_to_config, is_boolean_rows, parse_frozen, resolve_frozen,
 )

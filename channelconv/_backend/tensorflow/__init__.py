@@ -10,13 +10,14 @@ its own:
 - :mod:`.take`: the last-axis gather, compiled with XLA, with the inverse
   gather as its gradient;
 - :mod:`.onednn`: whether TensorFlow runs its oneDNN CPU kernels;
-- :func:`track_checkpoint`: a layer's own ``tf.train.Checkpoint`` entries
-  (:mod:`channelconv.layers._tf_checkpoint`, beside the layers they belong to).
+- :mod:`.checkpoint`: a layer's own ``tf.train.Checkpoint`` entries (the
+  frozen mask, and zeros for frozen kernels that have no variable).
 
 Why each exists, and what it was measured to cost, is in
 ``docs/platforms.md`` and ``docs/performance.md`` ("Keras and TensorFlow notes").
 """
 
+from channelconv._backend.tensorflow.checkpoint import track as track_checkpoint
 from channelconv._backend.tensorflow.convolution import (
     bias_add,
     conv,
@@ -36,14 +37,3 @@ __all__ = [
     "track_checkpoint",
 ]
 
-
-def track_checkpoint(layer, kernel_size, n_frozen):
-    """Adds ``layer``'s own ``tf.train.Checkpoint`` entries (call in ``build``).
-
-    The entries (the frozen mask, and zeros for frozen kernels that have no
-    variable) are :mod:`channelconv.layers._tf_checkpoint`'s, imported here
-    when a layer is first built: the layers package imports this facade.
-    """
-    from channelconv.layers import _tf_checkpoint as tf_checkpoint
-
-    tf_checkpoint.track(layer, kernel_size, n_frozen)

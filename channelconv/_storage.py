@@ -12,7 +12,7 @@ another mask. Files written before 0.2.0 hold the variables by position
 load as before (:func:`saved_values`).
 
 Everything here is NumPy: the layer (``layers/base.py``) calls it, and the
-TensorFlow checkpoint entries (``channelconv/layers/_tf_checkpoint.py``) reuse the
+TensorFlow checkpoint entries (``channelconv/_backend/tensorflow/checkpoint.py``) reuse the
 same checks.
 """
 

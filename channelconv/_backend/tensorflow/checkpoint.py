@@ -24,7 +24,7 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
-from channelconv.layers import _storage as storage
+from channelconv import _storage as storage
 
 
 def track(layer, kernel_size, n_frozen):
